@@ -1,0 +1,3 @@
+from kia.cli import main
+
+main()

@@ -1,0 +1,245 @@
+"""Stage folders: atomic writes, content hashes, locks and the `manifest.json` written last.
+
+Every stage writes into its own folder. A folder counts as complete only once `manifest.json`
+exists, and that file is always the last one written, so a run killed half-way never looks done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import errno
+import hashlib
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kia.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+LOCK = ".kia.lock"
+
+
+def _os_error(path: Path, exc: OSError) -> ArtifactError:
+    if exc.errno == errno.ENOSPC:
+        why = "no space left on the device"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "permission denied (read-only location?)"
+    else:
+        why = exc.strerror or str(exc)
+    return ArtifactError(f"cannot write {path}: {why}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`.
+
+    Readers therefore see either the old file or the whole new one, never half of it.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
+    except OSError as exc:
+        raise _os_error(path, exc) from exc
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise _os_error(path, exc) from exc
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent, default=_default, ensure_ascii=False, allow_nan=False)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return write_text(path, to_json(obj) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(to_json(row, indent=None) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path}: file not found") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    path = Path(path)
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ArtifactError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path}: file not found") from exc
+    return rows
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_tree(path: str | os.PathLike[str], pattern: str = "*") -> str:
+    """Hash of every file under a folder (names and contents), stable across machines."""
+    root = Path(path)
+    if root.is_file():
+        return sha256_file(root)
+    h = hashlib.sha256()
+    for file in sorted(p for p in root.rglob(pattern) if p.is_file() and not p.name.startswith(".")):
+        h.update(str(file.relative_to(root)).encode())
+        h.update(sha256_file(file).encode())
+    return h.hexdigest()
+
+
+def config_hash(config: Any) -> str:
+    return hashlib.sha256(to_json(config, indent=None).encode()).hexdigest()[:16]
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (and finished children), in MiB."""
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(self_kb / 1024, 1)
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("kia", "torch", "transformers", "peft", "bitsandbytes", "trl", "datasets", "lm_eval", "vllm"):
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_manifest(folder: str | os.PathLike[str], *, stage: str, config: Any, **fields: Any) -> Path:
+    """Write `manifest.json` last: the stage, its config, versions and whatever else it reports."""
+    manifest = {
+        "stage": stage,
+        "kia_version": versions().get("kia", "0"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config,
+        "versions": versions(),
+        "argv": sys.argv,
+        **fields,
+    }
+    return write_json(Path(folder) / MANIFEST, manifest)
+
+
+def read_manifest(folder: str | os.PathLike[str], stage: str | None = None) -> dict[str, Any]:
+    """Read a finished stage folder's manifest, or explain why the folder is not usable."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: no such folder")
+    path = folder / MANIFEST
+    if not path.exists():
+        raise ArtifactError(f"{folder}: no {MANIFEST}, so the run that wrote it did not finish (rerun it to resume)")
+    manifest = read_json(path)
+    if stage is not None and manifest.get("stage") != stage:
+        raise ArtifactError(f"{folder}: is a '{manifest.get('stage')}' folder, expected the output of 'kia {stage}'")
+    return manifest
+
+
+class FolderLock:
+    """An exclusive lock on a stage folder (flock, so a killed process releases it at once)."""
+
+    def __init__(self, folder: str | os.PathLike[str]):
+        self.path = Path(folder) / LOCK
+        self._fh: Any = None
+
+    def __enter__(self) -> FolderLock:
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a+")
+        except OSError as exc:
+            raise _os_error(self.path, exc) from exc
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._fh.close()
+            raise ArtifactError(
+                f"{self.path.parent}: another kia process is writing into this folder; "
+                "wait for it to finish or choose another -o"
+            ) from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
+
+
+def prepare_output(folder: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Refuse to silently mix a finished run with a new one: a complete folder needs `overwrite`."""
+    folder = Path(folder)
+    if (folder / MANIFEST).exists():
+        if not overwrite:
+            raise ArtifactError(f"{folder}: already holds a finished run; pass --overwrite or choose another -o")
+        (folder / MANIFEST).unlink()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(folder, exc) from exc
+    return folder

