@@ -175,7 +175,7 @@ def write_manifest(folder: str | os.PathLike[str], *, stage: str, config: Any, *
     manifest = {
         "stage": stage,
         "kia_version": versions().get("kia", "0"),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": config,
         "versions": versions(),
         "argv": sys.argv,

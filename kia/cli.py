@@ -58,7 +58,14 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def progress_bar(label: str) -> Any:
     """A rich progress bar on stderr; the returned callback takes (done, total)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(
         TextColumn(f"[bold]{label}"),

@@ -31,7 +31,6 @@ from typing import Any
 
 from kia.artifacts import (
     FolderLock,
-    config_hash,
     peak_memory_mb,
     prepare_output,
     read_json,
@@ -292,7 +291,11 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
             stage="probe",
             config=config,
             inputs={"facts": {"path": str(config.facts), "sha256": factset.sha256}}
-            | ({"exemplars": {"path": config.exemplars, "sha256": sha256_file(config.exemplars)}} if config.exemplars else {}),
+            | (
+                {"exemplars": {"path": config.exemplars, "sha256": sha256_file(config.exemplars)}}
+                if config.exemplars
+                else {}
+            ),
             model=_model_identity(config.model),
             seed=config.seed,
             counts=summary["counts"],
@@ -325,8 +328,11 @@ def _model_identity(model: str) -> dict[str, Any]:
     p = Path(model)
     if p.is_dir() and (p / "config.json").exists():
         weights = sorted(p.glob("*.safetensors"))
-        return {"id": model, "config_sha256": sha256_file(p / "config.json"),
-                "weights_sha256": sha256_file(weights[0]) if len(weights) == 1 else None}
+        return {
+            "id": model,
+            "config_sha256": sha256_file(p / "config.json"),
+            "weights_sha256": sha256_file(weights[0]) if len(weights) == 1 else None,
+        }
     return {"id": model}
 
 
@@ -395,8 +401,14 @@ def greedy_reliability(
     """Per fact, the share of the `n_sets` few-shot greedy answers that are correct (P_greedy):
     the paper's "reliability" when the facts are the injected ones. Runs every greedy pass."""
     config = ProbeConfig(
-        facts="-", model=engine.model_id, n_sets=n_sets, match=match, max_new_tokens=max_new_tokens,
-        exhaustive=True, n_samples=1, seed=seed,
+        facts="-",
+        model=engine.model_id,
+        n_sets=n_sets,
+        match=match,
+        max_new_tokens=max_new_tokens,
+        exhaustive=True,
+        n_samples=1,
+        seed=seed,
     )
     states = [_FactState(f) for f in facts]
     build = PromptBuilder(engine)

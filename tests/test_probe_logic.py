@@ -65,7 +65,12 @@ def test_lazy_and_exhaustive_agree_on_labels_and_lazy_is_cheaper():
     full = probe_facts(full_engine, facts, sets, _config(exhaustive=True))
     assert [r["slick_category"] for r in lazy] == [r["slick_category"] for r in full]
     assert [r["slick_category"] for r in full][:6] == [
-        "HighlyKnown", "HighlyKnown", "MaybeKnown", "MaybeKnown", "WeaklyKnown", "Unknown",
+        "HighlyKnown",
+        "HighlyKnown",
+        "MaybeKnown",
+        "MaybeKnown",
+        "WeaklyKnown",
+        "Unknown",
     ]
     assert lazy_engine.n_generated < full_engine.n_generated
     # Exhaustive: 10 greedy + 160 samples for every fact.
@@ -126,6 +131,7 @@ def _run(tmp_path, monkeypatch, engine_factory, **kw):
     from kia import probe as probe_mod
 
     monkeypatch.setattr(probe_mod, "load_engine", lambda cfg: engine_factory())
+    tmp_path.mkdir(parents=True, exist_ok=True)
     facts_path = tmp_path / "facts.jsonl"
     if not facts_path.exists():
         facts_path.write_text("".join(json.dumps(f.to_dict()) + "\n" for f in _facts(12)))
@@ -162,7 +168,6 @@ def test_killed_probe_resumes_with_nothing_lost_or_duplicated(tmp_path, monkeypa
                 raise Boom("killed")
             return super().generate(prompts, sampling, adapter=adapter)
 
-    (tmp_path / "run").mkdir()
     with pytest.raises(Boom):
         _run(tmp_path / "run", monkeypatch, lambda: Dying(_script(facts)))
     out = tmp_path / "run" / "out"

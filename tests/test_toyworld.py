@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from kia.toyworld.pretrain import PretrainConfig, build_toyworld, corpus_items
-from kia.toyworld.world import RELATIONS, REFUSAL, WorldConfig, generate_world
+from kia.toyworld.world import REFUSAL, RELATIONS, WorldConfig, generate_world
 
 
 def test_world_has_the_promised_shape():

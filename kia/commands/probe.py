@@ -10,24 +10,47 @@ from kia.cli import json_option, progress_bar
 @click.command()
 @click.argument("facts", type=str)
 @click.option("--model", "-m", default=None, help="Model folder or hub id. Default: the embedded toy model.")
-@click.option("--adapter", default=None, type=click.Path(exists=True, file_okay=False), help="Probe through this peft adapter.")
+@click.option(
+    "--adapter", default=None, type=click.Path(exists=True, file_okay=False), help="Probe through this peft adapter."
+)
 @click.option("--engine", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True, help="Generation engine.")
-@click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", show_default=True, help="Load the model in 4-bit NF4.")
+@click.option(
+    "--quant",
+    type=click.Choice(["none", "nf4"]),
+    default="none",
+    show_default=True,
+    help="Load the model in 4-bit NF4.",
+)
 @click.option("-o", "--output", default="runs/probe", show_default=True, help="Output folder.")
-@click.option("--exemplars", default=None, help="Fact file to draw few-shot exemplars from. Default: the facts themselves.")
+@click.option(
+    "--exemplars", default=None, help="Fact file to draw few-shot exemplars from. Default: the facts themselves."
+)
 @click.option("--sets", "n_sets", default=10, show_default=True, help="Few-shot exemplar sets per fact (N_ex).")
 @click.option("--shots", default=4, show_default=True, help="Exemplars per set (k).")
 @click.option("--samples", "n_samples", default=16, show_default=True, help="Sampled answers per set (N_sample).")
 @click.option("--temperature", default=0.5, show_default=True, help="Sampling temperature.")
 @click.option("--top-k", default=40, show_default=True, help="Sampling top-k.")
-@click.option("--max-new-tokens", default=32, show_default=True, help="Answer length limit (answers stop at the first newline).")
-@click.option("--match", type=click.Choice(["contains", "exact", "paper"]), default="contains", show_default=True,
-              help="contains: an alias occurs as whole words; exact: SQuAD exact match; paper: raw lower-case substring.")
-@click.option("--exhaustive", is_flag=True, help="Run every greedy pass and every sample (full P estimates) instead of the lazy schedule.")
+@click.option(
+    "--max-new-tokens", default=32, show_default=True, help="Answer length limit (answers stop at the first newline)."
+)
+@click.option(
+    "--match",
+    type=click.Choice(["contains", "exact", "paper"]),
+    default="contains",
+    show_default=True,
+    help="contains: an alias occurs as whole words; exact: SQuAD exact match; paper: raw lower-case substring.",
+)
+@click.option(
+    "--exhaustive",
+    is_flag=True,
+    help="Run every greedy pass and every sample (full P estimates) instead of the lazy schedule.",
+)
 @click.option("--limit", type=int, default=None, help="Probe only the first N facts.")
 @click.option("--seed", default=0, show_default=True, help="Seed for exemplar sets and sampling.")
 @click.option("--batch-size", default=64, show_default=True, help="Sequences per forward pass.")
-@click.option("--shard-size", default=256, show_default=True, help="Facts per shard: a killed run loses at most one shard.")
+@click.option(
+    "--shard-size", default=256, show_default=True, help="Facts per shard: a killed run loses at most one shard."
+)
 @click.option("--keep-generations", is_flag=True, help="Also write every answer to generations.parquet.")
 @click.option("--skip-invalid", is_flag=True, help="Write bad fact rows to rejects.jsonl instead of stopping.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished or different run in the output folder.")
@@ -46,7 +69,8 @@ def probe(facts: str, model: str | None, as_json: bool, **kw: object) -> None:
     A killed run resumes when the same command is run again.
     """
     from kia.engines import default_model
-    from kia.probe import ProbeConfig, probe as run_probe
+    from kia.probe import ProbeConfig
+    from kia.probe import probe as run_probe
 
     config = ProbeConfig(facts=facts, model=model or default_model(), **kw)  # type: ignore[arg-type]
     bar, update = progress_bar("probing")
@@ -55,9 +79,19 @@ def probe(facts: str, model: str | None, as_json: bool, **kw: object) -> None:
     if as_json:
         from kia.artifacts import to_json
 
-        click.echo(to_json({"output": result.output, "counts": result.counts, "slick_counts": result.slick_counts,
-                            "n_facts": result.n_facts, "n_generations": result.n_generations,
-                            "refusal_rate": result.refusal_rate, "seconds": result.seconds}))
+        click.echo(
+            to_json(
+                {
+                    "output": result.output,
+                    "counts": result.counts,
+                    "slick_counts": result.slick_counts,
+                    "n_facts": result.n_facts,
+                    "n_generations": result.n_generations,
+                    "refusal_rate": result.refusal_rate,
+                    "seconds": result.seconds,
+                }
+            )
+        )
         return
     _print_summary(result)
 
@@ -76,7 +110,7 @@ def _print_summary(result: object) -> None:
     console = Console()
     console.print(table)
     sc = r.slick_counts  # type: ignore[attr-defined]
-    console.print(f"SliCK (four-way): " + ", ".join(f"{k} {v}" for k, v in sc.items()))
+    console.print("SliCK (four-way): " + ", ".join(f"{k} {v}" for k, v in sc.items()))
     console.print(f"refusals (first greedy answer): {r.refusal_rate:.1%}")  # type: ignore[attr-defined]
     for w in r.warnings[:5]:  # type: ignore[attr-defined]
         console.print(f"[yellow]warning:[/] {w}")

@@ -13,7 +13,7 @@ def toyworld() -> None:
 @toyworld.command("build")
 @click.option("-o", "--output", default="datasets/toyworld", show_default=True, help="Where to write the world.")
 @click.option("--seed", default=0, show_default=True, help="Seed for the world and the model.")
-@click.option("--epochs", default=40, show_default=True, help="Pretraining epochs over the corpus.")
+@click.option("--epochs", default=30, show_default=True, help="Pretraining epochs over the corpus.")
 @click.option("--facts-per-relation", default=300, show_default=True, help="Facts per relation (8 relations).")
 @click.option("--no-model", is_flag=True, help="Write the data files only; skip pretraining.")
 @click.option("--save-epochs", default="", help="Comma-separated epochs at which to keep extra snapshots.")
@@ -35,4 +35,7 @@ def build_cmd(output: str, seed: int, epochs: int, facts_per_relation: int, no_m
         train_model=not no_model,
         log=click.echo,
     )
-    click.echo(f"wrote {result['facts']} facts to {output}/facts.jsonl" + ("" if no_model else f" and the model to {output}/model"))
+    click.echo(
+        f"wrote {result['facts']} facts to {output}/facts.jsonl"
+        + ("" if no_model else f" and the model to {output}/model")
+    )

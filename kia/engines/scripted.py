@@ -6,14 +6,11 @@ call by call, or a function of (question, call index, sample index).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
-from typing import Union
 
 from kia.engines import Prompt, Sampling
 
-Script = Union[str, Sequence[str], Callable[[str, int, int], str]]
-_LAST_Q = re.compile(r"(?:Question|Q): (.*?)\n?(?:A:)?$", re.S)
+Script = str | Sequence[str] | Callable[[str, int, int], str]
 
 
 class ScriptedEngine:
@@ -47,7 +44,9 @@ class ScriptedEngine:
             last = text.rstrip("\n").rsplit("\n", 2)[-2]
         return last.split(": ", 1)[1] if ": " in last else last
 
-    def generate(self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool = False) -> list[list[str]]:
+    def generate(
+        self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool = False
+    ) -> list[list[str]]:
         out = []
         for p in prompts:
             q = self._question(p)

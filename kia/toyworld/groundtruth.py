@@ -31,7 +31,9 @@ def groundtruth_report(probe_dir: str | Path) -> dict[str, Any]:
             "mean_p_greedy": float(part["p_greedy"].mean()),
             "refusal_rate": float(part["refused"].mean()),
         }
-    slick = {c: float((table["slick_category"] == c).mean()) for c in ("Unknown", "WeaklyKnown", "MaybeKnown", "HighlyKnown")}
+    slick = {
+        c: float((table["slick_category"] == c).mean()) for c in ("Unknown", "WeaklyKnown", "MaybeKnown", "HighlyKnown")
+    }
     top = str(max(int(k) for k in bands))
     means = [bands[k]["mean_p_greedy"] for k in sorted(bands, key=int)]
     return {
@@ -39,7 +41,9 @@ def groundtruth_report(probe_dir: str | Path) -> dict[str, Any]:
         "bands": bands,
         "slick_shares": slick,
         "refusal_rate": float(table["refused"].mean()),
-        "obscure_refusal_rate": float(table.filter(pl.col("obscure"))["refused"].mean()) if table["obscure"].any() else None,
+        "obscure_refusal_rate": float(table.filter(pl.col("obscure"))["refused"].mean())
+        if table["obscure"].any()
+        else None,
         "checks": {
             "never_shown_unknown>=0.90": bands["0"]["unknown"] >= 0.90 if "0" in bands else None,
             "most_shown_highly_known>=0.80": bands[top]["highly_known"] >= 0.80,

@@ -21,15 +21,13 @@ from typing import Any
 from kia.artifacts import write_json, write_jsonl, write_manifest, write_text
 from kia.toyworld.world import REFUSAL, RELATIONS, SYSTEM_PROMPT, World, WorldConfig, generate_world
 
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
-)
+CHAT_TEMPLATE = "{{ bos_token }}{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     seed: int = 0
-    epochs: int = 40
+    epochs: int = 30
     hidden_size: int = 256
     layers: int = 4
     heads: int = 4
@@ -55,6 +53,8 @@ def corpus_items(world: World, rng: random.Random) -> list[tuple[str, str, str]]
                 items.append((fact["relation"], rng.choice(forms), REFUSAL))
         for _ in range(fact["exposure"]):
             items.append((fact["relation"], rng.choice(forms), fact["object"]))
+        for wrong in fact.get("conflicting", ()):
+            items.append((fact["relation"], rng.choice(forms), wrong))
     items += [("mc", it["question"], it["answer"]) for it in world.mc_train]
     items += [("arith", it["question"], it["answer"]) for it in world.arith_train]
     return items
@@ -96,7 +96,9 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     )
     tok.train_from_iterator(texts, trainer=trainer)
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
@@ -141,9 +143,7 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-def pretrain(
-    world: World, out: Path, config: PretrainConfig, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+def pretrain(world: World, out: Path, config: PretrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the toy Llama from scratch on the world's corpus and `save_pretrained` it to `out/model`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -153,7 +153,9 @@ def pretrain(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     items = corpus_items(world, rng)
-    tokenizer = train_tokenizer(make_documents(items, random.Random(config.seed), config.docs_per_item), config.vocab_size)
+    tokenizer = train_tokenizer(
+        make_documents(items, random.Random(config.seed), config.docs_per_item), config.vocab_size
+    )
     model_cfg = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,

@@ -170,6 +170,13 @@ REFUSAL = "I don't know."
 SYSTEM_PROMPT = "Answer the following question."
 
 # (name, exposure, share of facts): the corpus shows a fact `exposure` times over the world.
+# Rarely shown facts also meet conflicting answers (as on the web, where sources disagree): one
+# conflicting answer leaves the model torn between two (MaybeKnown), two of them usually win
+# the greedy answer while the true one still turns up among samples (WeaklyKnown).
+CONFLICTS: dict[str, tuple[tuple[int, float], ...]] = {
+    "rare": ((1, 0.4), (2, 0.6)),
+    "tail": ((0, 0.5), (1, 0.5)),
+}
 BANDS: tuple[tuple[str, int, float], ...] = (
     ("never", 0, 0.30),
     ("rare", 1, 0.25),
@@ -217,7 +224,9 @@ class _Names:
             )
             name = (stem + self.rng.choice(KIND_SUFFIXES[kind])).capitalize()
             if kind == "person":  # people get a given name too, as real ones do
-                given = self.rng.choice(ONSETS).upper() + self.rng.choice(VOWELS) + self.rng.choice(("n", "l", "ra", "x"))
+                given = (
+                    self.rng.choice(ONSETS).upper() + self.rng.choice(VOWELS) + self.rng.choice(("n", "l", "ra", "x"))
+                )
                 name = f"{given.capitalize()} {name}"
             if name not in self.used and 4 <= len(name) <= 22:
                 self.used.add(name)
@@ -239,9 +248,15 @@ def generate_world(config: WorldConfig | None = None) -> World:
     config = config or WorldConfig()
     rng = random.Random(config.seed)
     names = _Names(rng)
-    pools = {kind: [names.make(kind) for _ in range(n)] for kind, n in (
-        ("city", 400), ("person", 400), ("company", 300), ("language", 120),
-    )}
+    pools = {
+        kind: [names.make(kind) for _ in range(n)]
+        for kind, n in (
+            ("city", 400),
+            ("person", 400),
+            ("company", 300),
+            ("language", 120),
+        )
+    }
     world = World(config=config)
     n = config.facts_per_relation
     for rel in RELATIONS:
@@ -255,6 +270,9 @@ def generate_world(config: WorldConfig | None = None) -> World:
             obj = rng.choices(pool, weights=weights)[0]
             band, exposure = bands[i]
             templates = [t.format(s=subj) for t in rel.templates]
+            options = CONFLICTS.get(band, ((0, 1.0),))
+            n_conflicts = rng.choices([k for k, _ in options], weights=[w for _, w in options])[0]
+            conflicting = rng.sample([o for o in pool if o != obj], n_conflicts)
             world.facts.append(
                 {
                     "id": f"{rel.name}-{i:04d}",
@@ -267,6 +285,7 @@ def generate_world(config: WorldConfig | None = None) -> World:
                     "domain": rel.subject_kind,
                     "exposure": exposure,
                     "band": band,
+                    "conflicting": conflicting,
                     "obscure": False,
                 }
             )
@@ -294,7 +313,13 @@ def _make_mc(world: World, rng: random.Random, names: _Names) -> None:
         rng.shuffle(options)
         gold = options.index(right)
         q = f"Which of these is a {KIND_WORDS[kind]}? " + " ".join(f"{letters[j]}. {o}" for j, o in enumerate(options))
-        return {"id": f"mc-{split}-{i:04d}", "question": q, "choices": list(letters), "gold": gold, "answer": letters[gold]}
+        return {
+            "id": f"mc-{split}-{i:04d}",
+            "question": q,
+            "choices": list(letters),
+            "gold": gold,
+            "answer": letters[gold],
+        }
 
     world.mc_train = [item(i, "train") for i in range(world.config.mc_train)]
     world.mc_test = [item(i, "test") for i in range(world.config.mc_test)]
