@@ -39,3 +39,32 @@ def build_cmd(output: str, seed: int, epochs: int, facts_per_relation: int, no_m
         f"wrote {result['facts']} facts to {output}/facts.jsonl"
         + ("" if no_model else f" and the model to {output}/model")
     )
+
+
+@toyworld.command("check")
+@click.argument("probe_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check_cmd(probe_dir: str, as_json: bool) -> None:
+    """Compare a probe of the toy model with the world's ground truth (exposure per fact).
+
+    \b
+    Example:
+      kia probe datasets/toyworld/facts.jsonl -o runs/p1 && kia toyworld check runs/p1
+    """
+    from kia.artifacts import to_json
+    from kia.toyworld.groundtruth import groundtruth_report
+
+    report = groundtruth_report(probe_dir)
+    if as_json:
+        click.echo(to_json(report))
+        return
+    click.echo(f"{report['facts']} facts; refusal rate {report['refusal_rate']:.1%}")
+    click.echo("exposure  facts  Unknown  HighlyKnown  mean P_greedy  refusals")
+    for exposure, b in report["bands"].items():
+        click.echo(
+            f"{exposure:>8}  {b['facts']:>5}  {b['unknown']:>7.1%}  {b['highly_known']:>11.1%}"
+            f"  {b['mean_p_greedy']:>13.3f}  {b['refusal_rate']:>8.1%}"
+        )
+    click.echo("SliCK shares: " + ", ".join(f"{k} {v:.1%}" for k, v in report["slick_shares"].items()))
+    for name, ok in report["checks"].items():
+        click.secho(f"{'ok  ' if ok else 'FAIL'} {name}", fg="green" if ok else "red")
