@@ -1,0 +1,108 @@
+"""The per-epoch reliability callback: how fast the new facts go in, and what leaks out meanwhile.
+
+reliability = mean over injected facts of P_greedy, the share of few-shot greedy answers that are
+correct (Pletenev et al. 2025, Figure 2), here over `n_sets` exemplar sets (3 by default: the
+curve's shape, at a tenth of the paper's cost; the audit measures the full 10).
+heldout_known_reliability = the same on a seeded sample of held-out HighlyKnown facts: a drop is
+forgetting as it happens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from kia.artifacts import read_jsonl, write_jsonl
+from kia.facts import Fact
+from kia.prompts import ExemplarSets, make_exemplar_sets
+
+
+def load_eval_facts(build_dir: Path, n_known: int, seed: int) -> tuple[list[Fact], list[Fact], ExemplarSets]:
+    """Injected facts, a sample of held-out HighlyKnown facts, and the probe's exemplar sets."""
+    injected = [Fact.from_dict(r) for r in read_jsonl(build_dir / "eval_injected.jsonl")]
+    heldout = [r for r in read_jsonl(build_dir / "eval_heldout.jsonl") if r.get("category") == "HighlyKnown"]
+    known = [Fact.from_dict(r) for r in random.Random(seed).sample(heldout, min(n_known, len(heldout)))]
+    sets_path = build_dir / "exemplars.json"
+    data = json.loads(sets_path.read_text()) if sets_path.exists() else {"sets": {}}
+    if data.get("sets"):
+        sets = ExemplarSets.from_json(data)
+    else:  # a build without probe exemplars: draw sets from the facts at hand
+        sets = make_exemplar_sets(injected + known, 10, 4, seed)
+    return injected, known, sets
+
+
+class ReliabilityCallback(TrainerCallback):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        injected: list[Fact],
+        known: list[Fact],
+        sets: ExemplarSets,
+        log_path: Path,
+        *,
+        n_sets: int,
+        stop_at: float | None,
+        progress: Any,
+        epochs: int,
+        model_id: str,
+    ):
+        from kia.engines.hf import HFEngine
+
+        self.engine = HFEngine(model, tokenizer, model_id=model_id, batch_size=128)
+        self.model = model
+        self.injected, self.known, self.sets = injected, known, sets
+        self.log_path = log_path
+        self.n_sets = min(n_sets, len(next(iter(sets.sets.values()))))
+        self.stop_at = stop_at
+        self.progress = progress
+        self.epochs = epochs
+        self.curve: list[dict[str, Any]] = []
+        self._start = time.time()
+        self.eval_seconds = 0.0
+        if log_path.exists():  # resuming: keep the epochs already measured
+            self.curve = read_jsonl(log_path)
+
+    def _reliability(self, facts: list[Fact], adapter: bool) -> float | None:
+        from kia.probe import greedy_reliability
+
+        if not facts:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        start = time.time()
+        try:
+            scores = greedy_reliability(self.engine, facts, self.sets, n_sets=self.n_sets, adapter=adapter)
+        finally:
+            self.eval_seconds += time.time() - start
+            if was_training:
+                self.model.train()
+        return sum(scores) / len(scores)
+
+    def base_reliability(self) -> float | None:
+        """Reliability of the base model (adapter off) on the injected facts, before training."""
+        return self._reliability(self.injected, adapter=False)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        epoch = round(state.epoch)
+        # The Trainer logs every step; the epoch's loss is the mean of this epoch's steps.
+        losses = [h["loss"] for h in state.log_history if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
+        loss = sum(losses) / len(losses) if losses else None
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "reliability": self._reliability(self.injected, adapter=True),
+            "heldout_known_reliability": self._reliability(self.known, adapter=True),
+            "seconds": round(time.time() - self._start, 1),
+        }
+        self.curve = [r for r in self.curve if r["epoch"] < epoch] + [row]
+        write_jsonl(self.log_path, self.curve)
+        if self.progress:
+            self.progress(row, self.epochs)
+        if self.stop_at is not None and row["reliability"] is not None and row["reliability"] >= self.stop_at:
+            control.should_training_stop = True
