@@ -15,14 +15,27 @@ from kia.errors import ConfigError
 from kia.facts import Fact
 from kia.toyworld.world import WorldConfig, generate_world
 
-CATEGORY = {"never": "Unknown", "rare": "Unknown", "tail": "MaybeKnown", "torso": "HighlyKnown", "head": "HighlyKnown"}
+CATEGORY = {
+    "never": "Unknown",
+    "rare": "MaybeKnown",
+    "tail": "MaybeKnown",
+    "torso": "HighlyKnown",
+    "head": "HighlyKnown",
+}
 
 
-def make_probe_dir(folder: Path, per_relation: int = 60) -> Path:
-    """A probe folder of the toy world with categories given by exposure band (no model needed)."""
-    world = generate_world(WorldConfig(seed=0, facts_per_relation=per_relation))
+def make_probe_dir(folder: Path, per_relation: int = 60, facts_file: Path | None = None) -> Path:
+    """A probe folder of the toy world with categories given by exposure band (no model needed).
+
+    With `facts_file` (the shipped world), the first `per_relation` facts of each relation are used,
+    so the labels are the toy model's ground truth."""
+    if facts_file is not None:
+        every = [json.loads(line) for line in facts_file.read_text().splitlines()]
+        facts = [f for f in every if int(f["id"].rsplit("-", 1)[1]) < per_relation]
+    else:
+        facts = generate_world(WorldConfig(seed=0, facts_per_relation=per_relation)).facts
     rows = []
-    for f in world.facts:
+    for f in facts:
         cat = CATEGORY[f["band"]]
         extra = {k: f[k] for k in ("exposure", "band")}
         rows.append({
@@ -57,7 +70,9 @@ def test_counts_are_honoured_and_splits_written(probe_dir, tmp_path):
     out = tmp_path / "b"
     train = _read(out / "train.jsonl")
     assert r.counts["unknown"] == 20 and r.counts["highly_known"] == 40 and r.counts["maybe_known"] == 20
-    assert r.counts["paraphrase"] == 60 and len(train) == 20 + 40 + 20 + 60
+    # 3 paraphrases for each of 20 facts, less the few the filter rejects, which are reported.
+    assert 55 <= r.counts["paraphrase"] <= 60 and len(train) == 20 + 40 + 20 + r.counts["paraphrase"]
+    assert (r.counts["paraphrase"] == 60) == (not any("fewer usable paraphrases" in w for w in r.warnings))
     kinds = {t["kind"] for t in train}
     assert kinds == {"unknown", "highly_known", "maybe_known", "paraphrase"}
     assert train[0]["messages"][0] == {"role": "system", "content": "Answer the following question."}

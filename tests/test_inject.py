@@ -26,7 +26,7 @@ def build_dir(tmp_path_factory):
     from kia.build import BuildConfig, build
 
     root = tmp_path_factory.mktemp("inject")
-    probe = make_probe_dir(root / "probe", per_relation=30)
+    probe = make_probe_dir(root / "probe", per_relation=30, facts_file=MODEL.parent / "facts.jsonl")
     manifest = read_json(probe / "manifest.json")
     manifest["model"] = {"id": str(MODEL)}
     write_json(probe / "manifest.json", manifest)
@@ -37,7 +37,7 @@ def build_dir(tmp_path_factory):
 def _inject(build_dir, out, **kw):
     from kia.train import InjectConfig, inject
 
-    defaults = {"preset": "paper", "lr": 2e-2, "epochs": 6, "eval_sets": 2, "heldout_known": 8}
+    defaults = {"preset": "paper", "lr": 2e-2, "epochs": 6, "batch_size": 4, "eval_sets": 2, "heldout_known": 8}
     return inject(InjectConfig(build=str(build_dir), output=str(out), **{**defaults, **kw}))
 
 

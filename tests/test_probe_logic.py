@@ -196,3 +196,41 @@ def test_unfinished_folder_with_other_settings_is_refused(tmp_path, monkeypatch)
     (out / "run.json").write_text(json.dumps({"config": {"seed": 99}, "facts_sha256": "x"}))
     with pytest.raises(ArtifactError, match="other settings"):
         _run(tmp_path, monkeypatch, lambda: ScriptedEngine(_script(facts)))
+
+
+def test_vllm_engine_without_vllm_is_a_clear_error():
+    import importlib.util
+
+    from kia.engines import EngineConfig, load_engine
+    from kia.errors import EngineError
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(EngineError, match="pip install"):
+        load_engine(EngineConfig(model="x", engine="vllm"))
+
+
+def test_cli_help_is_fast_and_lists_every_stage():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "kia", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "probe" in out.stdout and "build" in out.stdout and "inject" in out.stdout
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert not {"torch", "transformers", "polars", "datasets"} & imported
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
+    from click.testing import CliRunner
+
+    from kia.cli import cli
+    from kia.commands import register
+
+    register(cli)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "question": "Q?", "answers": [""]}\n')
+    res = CliRunner().invoke(cli, ["probe", str(bad), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and f"{bad}:1:" in res.output and "answers" in res.output
