@@ -12,6 +12,7 @@ COMMANDS = (
     ("kia.commands.build", "build"),
     ("kia.commands.inject", "inject"),
     ("kia.commands.audit", "audit"),
+    ("kia.commands.report", "report"),
     ("kia.commands.demo", "demo"),
     ("kia.commands.toyworld", "toyworld"),
 )
