@@ -61,7 +61,7 @@ def test_lazy_and_exhaustive_schedules_agree_on_the_toy_model(tmp_path, engine):
     from kia.probe import ProbeConfig, probe_facts
     from kia.prompts import make_exemplar_sets
 
-    facts = load_facts(_sample(tmp_path, per_band=6, seed=1)).facts
+    facts = load_facts(_sample(tmp_path, per_band=3, seed=1)).facts
     pool = load_facts(FACTS).facts
     sets = make_exemplar_sets(pool, 10, 4, 0)
     cfg = ProbeConfig(facts=str(FACTS), model=str(MODEL))
@@ -117,7 +117,7 @@ def test_ground_truth_is_recovered_on_a_sample(tmp_path):
     from kia.probe import ProbeConfig, probe
     from kia.toyworld.groundtruth import groundtruth_report
 
-    facts = _sample(tmp_path, per_band=40)
+    facts = _sample(tmp_path, per_band=20)
     probe(ProbeConfig(facts=str(facts), model=str(MODEL), output=str(tmp_path / "p"), batch_size=256))
     report = groundtruth_report(tmp_path / "p")
     bands = report["bands"]
