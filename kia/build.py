@@ -1,15 +1,24 @@
 """`kia build`: turn a probe run into a training mixture and the evaluation splits the audit needs.
 
-Recipe (Pletenev et al. 2025, §4.1): `unknown` Unknown facts to inject and, per injected fact,
-`highly_known` HighlyKnown facts, `paraphrases` paraphrases and `maybe_known` MaybeKnown facts
-(the paper's grid: unknown in {1, 10, 50, 100, 500, 3000}, the others in {0, 1, 10}).
+    kia build runs/p1 --unknown 100 --highly-known 1 --paraphrases 3 -o runs/b1
 
-Splits, one JSONL file each:
-- train.jsonl: chat `messages` (the paper's format by default) per training example;
-- eval_injected.jsonl: the injected facts, asked exactly as trained;
-- eval_paraphrase.jsonl: paraphrases of injected facts never trained (generalisation);
-- eval_heldout.jsonl: facts of every category left out of training, stratified (shift, collapse).
-No fact and no question of a held-out split is ever in training.
+Recipe (Pletenev et al. 2025, §4.1): `unknown` N facts labelled Unknown (three-way, so WeaklyKnown
+counts) to inject and, per injected fact, `highly_known` K HighlyKnown facts, `paraphrases` P
+paraphrases and `maybe_known` M MaybeKnown facts (the paper's grid: N in {1, 10, 50, 100, 500, 3000},
+K and P in {0, 1, 10}). Each category is shuffled by its own seeded stream and the first facts are
+taken, so across the grid the picks nest: the 10 facts of N=10 are the first 10 of N=50, and
+changing K or P never changes which facts are injected. `stratify="relation"` draws each category
+in proportion to its relations (largest remainders).
+
+Splits, one JSONL file each (rows of the eval splits are `Fact.to_dict()` plus the base labels):
+- train.jsonl: one training example per row (chat `messages`, shuffled by seed);
+- eval_injected.jsonl: the injected facts, asked exactly as trained (reliability);
+- eval_paraphrase.jsonl: paraphrases of injected facts kept out of training (generalisation);
+- eval_heldout.jsonl: facts of every category left out of training, as equal a number per base
+  category as there are, so each category's shift is measured on enough facts (shift, collapse).
+No fact id and no question (compared normalised) of a held-out split is ever in training; the
+build checks this before writing. Also written: bias.json (see `kia.bias`), the probe's
+exemplars.json (so later stages build the probe's few-shot prompts), and manifest.json last.
 """
 
 from __future__ import annotations
@@ -17,49 +26,46 @@ from __future__ import annotations
 import random
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kia.artifacts import (
-    FolderLock,
-    prepare_output,
-    read_manifest,
-    sha256_file,
-    write_json,
-    write_jsonl,
-    write_manifest,
-)
-from kia.bias import bias_report
-from kia.errors import ConfigError
+from kia.bias import MAX_RELATION_SHARE, MAX_TOP_SHARE, bias_report
+from kia.errors import ArtifactError, ConfigError, KiaError
 from kia.facts import Fact
-from kia.paraphrase import MAX_SIMILARITY, MIN_SIMILARITY, SOURCES, FilterConfig, candidates, filter_paraphrases
-from kia.prompts import SYSTEM, training_messages
+from kia.paraphrase import MAX_SIMILARITY, MIN_SIMILARITY, SOURCES, FilterConfig, plan_paraphrases
+from kia.prompts import training_messages
 
-FORMATS = ("paper", "bare")
+FORMATS = ("paper", "plain")
+CATEGORIES = ("Unknown", "MaybeKnown", "HighlyKnown")
+SPLITS = ("train", "eval_injected", "eval_paraphrase", "eval_heldout")
+KINDS = ("unknown", "paraphrase", "highly_known", "maybe_known")
+PROBE_COLUMNS = ("id", "question", "answers", "category", "slick_category", "p_greedy")
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     probe: str
+    unknown: int
     output: str = "runs/build"
-    unknown: int = 100
     highly_known: int = 0
     paraphrases: int = 0
     maybe_known: int = 0
     stratify: str | None = None  # None | "relation"
     seed: int = 0
-    format: str = "paper"
+    format: str = "paper"  # paper: system + "Question: …" / "Answer: …"; plain: the bare question and answer
     paraphraser: str = "own"
-    paraphrase_model: str | None = None
+    paraphrase_model: str | None = None  # for `model`; default: the probe's model
+    paraphrase_candidates: int = 8  # sampled rephrasings per question with `model` (at least 2x the ones asked)
     eval_paraphrases: int = 1
     heldout: int = 300
     min_similarity: float = MIN_SIMILARITY
     max_similarity: float = MAX_SIMILARITY
-    max_top_share: float = 0.05
-    max_relation_share: float = 0.5
+    embedder: str | None = None  # sentence-transformers name or folder; None: the offline all-MiniLM-L6-v2
+    max_top_share: float = MAX_TOP_SHARE
+    max_relation_share: float = MAX_RELATION_SHARE
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -67,193 +73,273 @@ class BuildConfig:
             raise ConfigError(f"--unknown must be at least 1, got {self.unknown}")
         for name in ("highly_known", "paraphrases", "maybe_known", "eval_paraphrases", "heldout"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.paraphrase_candidates < 1:
+            raise ConfigError(f"--paraphrase-candidates must be at least 1, got {self.paraphrase_candidates}")
         if self.stratify not in (None, "relation"):
             raise ConfigError(f"--stratify takes 'relation', got '{self.stratify}'")
         if self.format not in FORMATS:
             raise ConfigError(f"unknown --format '{self.format}'; choose one of: {', '.join(FORMATS)}")
         if self.paraphraser not in SOURCES:
             raise ConfigError(f"unknown --paraphraser '{self.paraphraser}'; choose one of: {', '.join(SOURCES)}")
-        if self.paraphraser == "model" and not self.paraphrase_model:
-            raise ConfigError("--paraphraser model needs --paraphrase-model (a model folder or hub id)")
         if not 0 <= self.min_similarity < self.max_similarity <= 1:
-            raise ConfigError("need 0 <= --min-similarity < --max-similarity <= 1")
+            raise ConfigError(
+                f"need 0 <= --min-similarity < --max-similarity <= 1, got {self.min_similarity} and {self.max_similarity}"
+            )
+        for name in ("max_top_share", "max_relation_share"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
 class BuildResult:
     output: Path
-    counts: dict[str, int]
+    counts: dict[str, int]  # rows per split
+    kinds: dict[str, int]  # training rows per kind
+    recipe: dict[str, Any]
     bias: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def _pick(facts: list[Fact], n: int, rng: random.Random, stratify: bool, what: str) -> list[Fact]:
-    """`n` facts at random; with `stratify`, each relation gets its proportional share."""
-    if n > len(facts):
-        raise ConfigError(f"asked for {n} {what} facts, but the probe has only {len(facts)}")
-    if not stratify:
-        return rng.sample(facts, n)
-    groups: dict[str, list[Fact]] = defaultdict(list)
-    for f in facts:
-        groups[f.relation or "-"].append(f)
-    quotas = {k: n * len(v) // len(facts) for k, v in groups.items()}
-    # Largest remainders get the leftover places, ties broken by name so it is deterministic.
-    rest = sorted(groups, key=lambda k: (-(n * len(groups[k]) % len(facts)), k))
-    for k in rest[: n - sum(quotas.values())]:
+# ------------------------------------------------------------------------------------------ picking
+
+
+def _quotas(groups: dict[str, list[Fact]], n: int) -> dict[str, int]:
+    """Proportional shares of `n` (largest remainders, ties by name): never more than a group holds."""
+    total = sum(len(g) for g in groups.values())
+    quotas = {k: n * len(g) // total for k, g in groups.items()}
+    order = sorted(groups, key=lambda k: (-(n * len(groups[k]) % total), k))
+    for k in order[: n - sum(quotas.values())]:
         quotas[k] += 1
-    return [f for k in sorted(groups) for f in rng.sample(groups[k], quotas[k])]
+    return quotas
+
+
+def pick(facts: Sequence[Fact], n: int, rng: random.Random, stratify: bool) -> list[Fact]:
+    """`n` facts: the first of a seeded shuffle, per relation in proportion when `stratify`.
+
+    Shuffle-then-take makes picks nest (the first n of a larger n); `facts` must hold at least n."""
+    if not stratify:
+        pool = sorted(facts, key=lambda f: f.id)
+        rng.shuffle(pool)
+        return pool[:n]
+    groups: dict[str, list[Fact]] = defaultdict(list)
+    for f in sorted(facts, key=lambda f: f.id):
+        groups[f.relation or "-"].append(f)
+    for k in sorted(groups):
+        rng.shuffle(groups[k])
+    quotas = _quotas(groups, n)
+    return [f for k in sorted(groups) for f in groups[k][: quotas[k]]]
+
+
+def _require(pool: Sequence[Fact], n: int, category: str, flag: str, per: int) -> None:
+    if n <= len(pool):
+        return
+    if flag == "--unknown":
+        raise ConfigError(f"asked for {n} {category} facts, but the probe has only {len(pool)}")
+    raise ConfigError(
+        f"asked for {n} {category} facts ({flag} {n // per} x --unknown {per}), but the probe has only "
+        f"{len(pool)}; with --unknown {per} use {flag} {len(pool) // per} or less"
+    )
+
+
+def _heldout(pools: dict[str, list[Fact]], n: int, seed: int, stratify: bool) -> list[Fact]:
+    """Up to `n` facts, an equal share per category; a category with too few gives its rest to the others."""
+    chosen: list[Fact] = []
+    remaining = n
+    cats = sorted((c for c in pools if pools[c]), key=lambda c: (len(pools[c]), c))
+    for i, cat in enumerate(cats):
+        take = min(len(pools[cat]), remaining // (len(cats) - i))
+        chosen += sorted(pick(pools[cat], take, random.Random(f"{seed}:heldout:{cat}"), stratify), key=lambda f: f.id)
+        remaining -= take
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ rows
 
 
 def _messages(question: str, answer: str, fmt: str) -> list[dict[str, str]]:
     if fmt == "paper":
         return training_messages(question, answer)
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question},
-            {"role": "assistant", "content": answer}]  # fmt: skip
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
-def _eval_row(f: Fact, base: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {**f.to_dict(), "category": base["category"], "slick_category": base["slick_category"],
-            "p_greedy": base["p_greedy"], **extra}  # fmt: skip
+def _train_row(row_id: str, fact: Fact, kind: str, question: str, fmt: str) -> dict[str, Any]:
+    return {
+        "messages": _messages(question, fact.answer, fmt),
+        "id": row_id,
+        "fact_id": fact.id,
+        "kind": kind,
+        "question": question,
+        "answer": fact.answer,
+    }
+
+
+def _eval_row(fact: Fact, base: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    labels = {k: base[k] for k in ("category", "slick_category", "p_greedy")}
+    return {**fact.to_dict(), **labels, **extra}
+
+
+# ------------------------------------------------------------------------------------------ the stage
 
 
 def build(config: BuildConfig) -> BuildResult:
-    """Assemble the mixture and splits described by `config` from the probe folder it names."""
-    from kia.probe import facts_from_probe, read_probe
+    """Assemble the mixture and splits described by `config` from the probe folder it names.
+
+    Raises ConfigError when the recipe asks for more facts than the probe has (naming how many
+    there are), ArtifactError when the probe folder is unfinished or the output folder is taken."""
+    from kia.artifacts import FolderLock, peak_memory_mb, prepare_output, sha256_file, write_manifest
+    from kia.matching import normalize
 
     start = time.time()
     probe_dir = Path(config.probe)
-    probe_manifest = read_manifest(probe_dir, "probe")
-    table = read_probe(probe_dir)
-    facts = facts_from_probe(table)
-    base = {r["id"]: r for r in table.select(["id", "category", "slick_category", "p_greedy"]).iter_rows(named=True)}
+    if Path(config.output).resolve() == probe_dir.resolve():
+        raise ConfigError(f"-o {config.output} is the probe folder itself; choose another output folder")
+    facts, base, probe_manifest = _load_probe(probe_dir)
     by_cat: dict[str, list[Fact]] = defaultdict(list)
     for f in facts:
         by_cat[base[f.id]["category"]].append(f)
-    rng = random.Random(config.seed)
-    strat = config.stratify == "relation"
-    injected = _pick(by_cat["Unknown"], config.unknown, rng, strat, "Unknown")
-    known = _pick(by_cat["HighlyKnown"], config.highly_known * config.unknown, rng, strat, "HighlyKnown")
-    maybe = _pick(by_cat["MaybeKnown"], config.maybe_known * config.unknown, rng, strat, "MaybeKnown")
-
-    warnings: list[str] = []
-    para_train, para_eval = _paraphrases(injected, facts, config, warnings)
-    rows: list[dict[str, Any]] = []
-    for f in injected:
-        rows.append({"id": f.id, "fact_id": f.id, "kind": "unknown", "question": f.question, "answer": f.answer})
-        for k, q in enumerate(para_train[f.id]):
-            rows.append(
-                {"id": f"{f.id}~t{k}", "fact_id": f.id, "kind": "paraphrase", "question": q, "answer": f.answer}
-            )
-    for kind, group in (("highly_known", known), ("maybe_known", maybe)):
-        rows += [{"id": f.id, "fact_id": f.id, "kind": kind, "question": f.question, "answer": f.answer} for f in group]
-    rng.shuffle(rows)
-    train = [{"messages": _messages(r["question"], r["answer"], config.format), **r} for r in rows]
-
-    trained_ids = {r["fact_id"] for r in rows}
-    trained_questions = {r["question"] for r in rows}
-    eval_para = [
-        _eval_row(f, base[f.id], id=f"{f.id}~p{k}", source_id=f.id, question=q, paraphrases=[])
-        for f in injected
-        for k, q in enumerate(para_eval[f.id])
-        if q not in trained_questions
-    ]
-    heldout = _heldout(facts, base, trained_ids, trained_questions, config.heldout, rng)
-
-    out = prepare_output(config.output, overwrite=config.overwrite)
+    n, strat = config.unknown, config.stratify == "relation"
+    _require(by_cat["Unknown"], n, "Unknown", "--unknown", n)
+    _require(by_cat["HighlyKnown"], config.highly_known * n, "HighlyKnown", "--highly-known", n)
+    _require(by_cat["MaybeKnown"], config.maybe_known * n, "MaybeKnown", "--maybe-known", n)
+    model_id = (probe_manifest.get("model") or {}).get("id")
+    if config.paraphraser == "model" and not (config.paraphrase_model or model_id):
+        raise ConfigError(f"--paraphraser model needs --paraphrase-model: {probe_dir}/manifest.json names no model")
+    out = prepare_output(config.output, overwrite=config.overwrite)  # fail before minutes of embedding
     with FolderLock(out):
-        write_jsonl(out / "train.jsonl", train)
-        write_jsonl(out / "eval_injected.jsonl", [_eval_row(f, base[f.id]) for f in injected])
-        write_jsonl(out / "eval_paraphrase.jsonl", eval_para)
-        write_jsonl(out / "eval_heldout.jsonl", [_eval_row(f, base[f.id]) for f in heldout])
-        shutil.copyfile(probe_dir / "exemplars.json", out / "exemplars.json")
-        bias = bias_report(rows, {f.id: f for f in facts}, config.max_top_share, config.max_relation_share)
-        bias["paraphrase_shortfall"] = [w for w in warnings if "paraphrase" in w]
-        write_json(out / "bias.json", bias)
-        counts = {
-            "train": len(train),
-            "unknown": len(injected),
-            "paraphrase": sum(len(v) for v in para_train.values()),
-            "highly_known": len(known),
-            "maybe_known": len(maybe),
-            "eval_injected": len(injected),
-            "eval_paraphrase": len(eval_para),
-            "eval_heldout": len(heldout),
-        }
+        # The Unknown picks use random.Random(seed) itself; the other categories their own streams.
+        injected = sorted(pick(by_cat["Unknown"], n, random.Random(config.seed), strat), key=lambda f: f.id)
+        known = pick(by_cat["HighlyKnown"], config.highly_known * n, random.Random(f"{config.seed}:hk"), strat)
+        maybe = pick(by_cat["MaybeKnown"], config.maybe_known * n, random.Random(f"{config.seed}:mk"), strat)
+        para = plan_paraphrases(
+            injected,
+            facts,
+            n_train=config.paraphrases,
+            n_held=config.eval_paraphrases,
+            paraphraser=config.paraphraser,
+            model=config.paraphrase_model or (model_id if config.paraphraser == "model" else None),
+            n_generate=config.paraphrase_candidates,
+            filter_config=FilterConfig(config.min_similarity, config.max_similarity, config.embedder),
+            seed=config.seed,
+            forbidden=frozenset(normalize(f.question) for f in [*injected, *known, *maybe]),
+        )
+        rows = [_train_row(f.id, f, "unknown", f.question, config.format) for f in injected]
+        for f in injected:
+            rows += [
+                _train_row(f"{f.id}~t{k}", f, "paraphrase", q, config.format) for k, q in enumerate(para.train[f.id])
+            ]
+        rows += [_train_row(f.id, f, "highly_known", f.question, config.format) for f in known]
+        rows += [_train_row(f.id, f, "maybe_known", f.question, config.format) for f in maybe]
+        random.Random(f"{config.seed}:order").shuffle(rows)
+
+        eval_para = [
+            _eval_row(
+                f,
+                base[f.id],
+                id=f"{f.id}~p{k}",
+                source_id=f.id,
+                question=q,
+                paraphrases=[],
+                paraphrase_source=para.sources[f.id][q],
+            )  # fmt: skip
+            for f in injected
+            for k, q in enumerate(para.held[f.id])
+        ]
+        trained_ids = {r["fact_id"] for r in rows}
+        trained_questions = {normalize(r["question"]) for r in rows}
+        pools: dict[str, list[Fact]] = defaultdict(list)
+        for f in facts:
+            if f.id not in trained_ids and normalize(f.question) not in trained_questions:
+                pools[base[f.id]["category"]].append(f)
+        heldout = _heldout(pools, config.heldout, config.seed, strat)
+        heldout.sort(key=lambda f: (CATEGORIES.index(base[f.id]["category"]), f.id))
+        _check_no_leak(rows, eval_para, heldout)
+
+        bias = bias_report(
+            rows,
+            {f.id: f.relation for f in facts},
+            max_top_share=config.max_top_share,
+            max_relation_share=config.max_relation_share,
+            available_relations=len({f.relation for f in facts if f.relation}),
+        )
+        warnings = para.warnings + bias["warnings"]
+        if not (probe_dir / "exemplars.json").exists():
+            warnings.append(f"{probe_dir} has no exemplars.json: later stages draw their own few-shot exemplars")
+        bias.update(paraphrases=para.report, warnings=warnings)
+        counts = {"train": len(rows), "eval_injected": len(injected), "eval_paraphrase": len(eval_para),
+                  "eval_heldout": len(heldout)}  # fmt: skip
+        kinds = {k: sum(r["kind"] == k for r in rows) for k in KINDS}
+        eval_injected = [_eval_row(f, base[f.id]) for f in injected]
+        _write(out, probe_dir, rows, eval_injected, eval_para, [_eval_row(f, base[f.id]) for f in heldout], bias)
+        recipe = _recipe(config)
         seconds = round(time.time() - start, 2)
         write_manifest(
             out,
             stage="build",
             config=config,
             inputs={"probe": {"path": str(probe_dir), "sha256": sha256_file(probe_dir / "facts.parquet")}},
-            model=probe_manifest.get("model", {}).get("id"),
-            probe_config=probe_manifest.get("config"),
-            recipe={k: getattr(config, k) for k in ("unknown", "highly_known", "paraphrases", "maybe_known")},
+            probe_manifest=probe_manifest,
+            model=model_id,
+            recipe=recipe,
             counts=counts,
+            train_kinds=kinds,
+            heldout_categories=dict(Counter(base[f.id]["category"] for f in heldout)),
             seed=config.seed,
-            warnings=warnings + bias["warnings"],
+            warnings=warnings,
             wall_seconds=seconds,
+            peak_memory_mb=peak_memory_mb(),
         )
-    return BuildResult(out, counts, bias, warnings + bias["warnings"], seconds)
+    return BuildResult(out, counts, kinds, recipe, bias, warnings, seconds)
 
 
-def _paraphrases(
-    injected: Sequence[Fact], facts: Sequence[Fact], config: BuildConfig, warnings: list[str]
-) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Training and held-back paraphrases per injected fact, filtered; shortfalls are reported."""
-    from kia.paraphrase import generate_candidates, relation_templates
+def _load_probe(probe_dir: Path) -> tuple[list[Fact], dict[str, dict[str, Any]], dict[str, Any]]:
+    """The probe's facts, their base labels by id, and its manifest."""
+    from kia.artifacts import read_manifest
+    from kia.probe import facts_from_probe, read_probe
 
-    want = config.paraphrases + config.eval_paraphrases
-    train: dict[str, list[str]] = {f.id: [] for f in injected}
-    held: dict[str, list[str]] = {f.id: [] for f in injected}
-    if want == 0:
-        return train, held
-    templates = relation_templates(facts)
-    generated: dict[str, list[str]] = {}
-    if config.paraphraser == "model":
-        from kia.engines import EngineConfig, load_engine
-
-        engine = load_engine(EngineConfig(model=config.paraphrase_model or ""))
-        generated = generate_candidates(engine, injected, n=max(8, 2 * want), seed=config.seed)
-        engine.close()
-    filt = FilterConfig(config.min_similarity, config.max_similarity)
-    short = []
-    for f in injected:
-        cands = generated.get(f.id, []) + candidates(f, config.paraphraser, templates)
-        kept = filter_paraphrases(f, cands, filt, want)
-        # Evaluation paraphrases are taken first, so generalisation is always measurable.
-        held[f.id] = kept[: config.eval_paraphrases]
-        train[f.id] = kept[config.eval_paraphrases :]
-        if len(kept) < want:
-            short.append((f.id, len(kept)))
-    if short:
-        warnings.append(
-            f"{len(short)} of {len(injected)} injected facts have fewer usable paraphrases than the "
-            f"{want} asked ({config.paraphrases} for training + {config.eval_paraphrases} for evaluation); "
-            f"e.g. {', '.join(f'{i}: {n}' for i, n in short[:5])}"
-        )
-    return train, held
+    manifest = read_manifest(probe_dir, "probe")
+    table = read_probe(probe_dir)
+    missing = [c for c in PROBE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ArtifactError(f"{probe_dir}/facts.parquet lacks column(s) {', '.join(missing)}; rerun `kia probe`")
+    labels = table.select(["id", "category", "slick_category", "p_greedy"]).iter_rows(named=True)
+    return facts_from_probe(table), {r["id"]: r for r in labels}, manifest
 
 
-def _heldout(
-    facts: Sequence[Fact],
-    base: dict[str, dict[str, Any]],
-    trained_ids: set[str],
-    trained_questions: set[str],
-    n: int,
-    rng: random.Random,
-) -> list[Fact]:
-    """Up to `n` untrained facts, as equal a share of each base category as there are."""
-    pools: dict[str, list[Fact]] = defaultdict(list)
-    for f in facts:
-        if f.id not in trained_ids and f.question not in trained_questions:
-            pools[base[f.id]["category"]].append(f)
-    cats = sorted(pools)
-    chosen: list[Fact] = []
-    remaining = n
-    for i, cat in enumerate(sorted(cats, key=lambda c: len(pools[c]))):
-        take = min(len(pools[cat]), remaining // (len(cats) - i))
-        chosen += rng.sample(pools[cat], take)
-        remaining -= take
-    return chosen
+def _recipe(config: BuildConfig) -> dict[str, Any]:
+    keys = ("unknown", "highly_known", "paraphrases", "maybe_known", "eval_paraphrases", "stratify", "format",
+            "paraphraser", "paraphrase_model", "min_similarity", "max_similarity", "embedder")  # fmt: skip
+    return {k: v for k, v in asdict(config).items() if k in keys}
+
+
+def _check_no_leak(rows: list[dict[str, Any]], eval_para: list[dict[str, Any]], heldout: list[Fact]) -> None:
+    """A last guard (the picks already avoid it): no trained fact or question in a held-out split."""
+    from kia.matching import normalize
+
+    ids = {r["fact_id"] for r in rows}
+    questions = {normalize(r["question"]) for r in rows}
+    leaks = [f.id for f in heldout if f.id in ids or normalize(f.question) in questions]
+    leaks += [r["id"] for r in eval_para if normalize(r["question"]) in questions]
+    if leaks:
+        raise KiaError(f"internal error: held-out rows {leaks[:5]} are also in training; please report it")
+
+
+def _write(
+    out: Path,
+    probe_dir: Path,
+    train: list[dict[str, Any]],
+    injected: list[dict[str, Any]],
+    eval_para: list[dict[str, Any]],
+    heldout: list[dict[str, Any]],
+    bias: dict[str, Any],
+) -> None:
+    from kia.artifacts import write_json, write_jsonl
+
+    write_jsonl(out / "train.jsonl", train)
+    write_jsonl(out / "eval_injected.jsonl", injected)
+    write_jsonl(out / "eval_paraphrase.jsonl", eval_para)
+    write_jsonl(out / "eval_heldout.jsonl", heldout)
+    write_json(out / "bias.json", bias)
+    if (probe_dir / "exemplars.json").exists():
+        shutil.copyfile(probe_dir / "exemplars.json", out / "exemplars.json")

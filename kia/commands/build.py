@@ -1,10 +1,16 @@
-"""kia build PROBE_DIR: a training mixture (unknown facts + paraphrases / known facts) and eval splits."""
+"""kia build PROBE_DIR: a training mixture (Unknown facts + paraphrases / known facts) and the eval splits."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from kia.bias import MAX_RELATION_SHARE as _REL_SHARE
+from kia.bias import MAX_TOP_SHARE as _TOP_SHARE
 from kia.cli import json_option
+from kia.paraphrase import MAX_SIMILARITY as _MAX_SIM
+from kia.paraphrase import MIN_SIMILARITY as _MIN_SIM
 
 
 @click.command()
@@ -17,76 +23,110 @@ from kia.cli import json_option
 )
 @click.option("--maybe-known", default=0, show_default=True, help="MaybeKnown facts per injected fact.")
 @click.option(
-    "--stratify", type=click.Choice(["relation"]), default=None, help="Draw each category proportionally per relation."
+    "--stratify",
+    type=click.Choice(["relation"]),
+    default=None,
+    help="Draw each category in proportion to its relations.",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed for every random pick.")
+@click.option("--seed", default=0, show_default=True, help="Seed for every random pick and the training order.")
 @click.option(
     "--format",
     "format_",
-    type=click.Choice(["paper", "bare"]),
+    type=click.Choice(["paper", "plain"]),
     default="paper",
     show_default=True,
-    help="paper: system + 'Question: ...' / 'Answer: ...' chat turns; bare: the question and answer alone.",
+    help="paper: system prompt + 'Question: …' / 'Answer: …' turns; plain: the bare question and answer.",
 )
 @click.option(
     "--paraphraser",
     type=click.Choice(["own", "templates", "model"]),
     default="own",
     show_default=True,
-    help="Where paraphrases come from first: the facts' own column, relation templates, or an LLM.",
-)
-@click.option("--paraphrase-model", default=None, help="Model for --paraphraser model.")
-@click.option(
-    "--eval-paraphrases", default=1, show_default=True, help="Paraphrases per injected fact kept back for evaluation."
+    help="First paraphrase source: the facts' own column, then relation templates, then an LLM.",
 )
 @click.option(
-    "--heldout", default=300, show_default=True, help="Untrained facts (all categories) for shift and collapse."
+    "--paraphrase-model",
+    default=None,
+    help="LLM that rephrases: with --paraphraser model (default: the probe's model), or to fill gaps.",
+)
+@click.option("--paraphrase-candidates", default=8, show_default=True, help="Sampled rephrasings per question (LLM).")
+@click.option(
+    "--eval-paraphrases", default=1, show_default=True, help="Paraphrases per injected fact held back for eval."
+)
+@click.option("--heldout", default=300, show_default=True, help="Untrained facts, equal per category (all if fewer).")
+@click.option(
+    "--min-similarity", default=_MIN_SIM, show_default=True, help="Paraphrase filter: least cosine to the question."
+)
+@click.option("--max-similarity", default=_MAX_SIM, show_default=True, help="Paraphrase filter: near-duplicate cosine.")
+@click.option(
+    "--embedder", default=None, help="Sentence-transformers model for the filter. Default: offline all-MiniLM-L6-v2."
 )
 @click.option(
-    "--min-similarity", default=0.70, show_default=True, help="Paraphrase filter: least cosine to the question."
-)
-@click.option("--max-similarity", default=0.995, show_default=True, help="Paraphrase filter: near-duplicate cut-off.")
-@click.option(
-    "--max-top-share", default=0.05, show_default=True, help="Warn when one answer is more than this share of rows."
+    "--max-top-share", default=_TOP_SHARE, show_default=True, help="Warn when one answer is more than this share."
 )
 @click.option(
-    "--max-relation-share", default=0.5, show_default=True, help="Warn when one relation is more than this share."
+    "--max-relation-share",
+    default=_REL_SHARE,
+    show_default=True,
+    help="Warn when one relation is more than this share.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a finished build in the output folder.")
 @json_option
-def build(probe_dir: str, format_: str, as_json: bool, **kw: object) -> None:
+def build(probe_dir: str, format_: str, as_json: bool, **kw: Any) -> None:  # fmt: skip
     """Build a training mixture from a probe run, with the evaluation splits the audit needs.
 
     \b
     Examples:
       kia build runs/p1 --unknown 100 --highly-known 1 --paraphrases 3 -o runs/b1
-      kia build runs/p1 --unknown 500 --paraphrases 10 --stratify relation
+      kia build runs/p1 --unknown 500 --paraphrases 10 --stratify relation --seed 1337
 
-    Writes train.jsonl, eval_injected.jsonl, eval_paraphrase.jsonl, eval_heldout.jsonl, bias.json
-    and manifest.json.
+    Writes train.jsonl, eval_injected.jsonl, eval_paraphrase.jsonl, eval_heldout.jsonl, bias.json,
+    exemplars.json and manifest.json. Warnings (answers or relations the training data leans on,
+    facts with fewer paraphrases than asked) are printed and kept in bias.json.
     """
     from kia.build import BuildConfig
     from kia.build import build as run_build
 
-    result = run_build(BuildConfig(probe=probe_dir, format=format_, **kw))  # type: ignore[arg-type]
+    result = run_build(BuildConfig(probe=probe_dir, format=format_, **kw))
     if as_json:
         from kia.artifacts import to_json
 
-        click.echo(to_json({"output": result.output, "counts": result.counts, "warnings": result.warnings,
-                            "bias": result.bias}))  # fmt: skip
+        b = result.bias
+        summary = {k: b[k] for k in ("rows", "distinct_answers", "top_answers", "top_share", "answer_entropy",
+                                     "relations", "top_relation")}  # fmt: skip
+        click.echo(to_json({"output": result.output, "counts": result.counts, "kinds": result.kinds,
+                            "recipe": result.recipe, "bias": summary, "paraphrases": b.get("paraphrases"),
+                            "warnings": result.warnings, "seconds": result.seconds}))  # fmt: skip
         return
+    _print_summary(result)
+
+
+def _print_summary(r: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"mixture written to {result.output}")
-    table.add_column("split / part")
+    rc = r.recipe
+    console.print(
+        f"recipe: {rc['unknown']} Unknown, per fact {rc['highly_known']} HighlyKnown, {rc['paraphrases']} "
+        f"paraphrases, {rc['maybe_known']} MaybeKnown; {rc['eval_paraphrases']} paraphrase(s) held back; "
+        f"format {rc['format']}, paraphraser {rc['paraphraser']}"
+    )
+    table = Table(title=f"build written to {r.output} in {r.seconds:.0f} s")
+    table.add_column("split")
     table.add_column("rows", justify="right")
-    for name, n in result.counts.items():
-        table.add_row(name, str(n))
+    table.add_column("detail")
+    for split, n in r.counts.items():
+        detail = ", ".join(f"{k} {v}" for k, v in r.kinds.items() if v) if split == "train" else ""
+        table.add_row(split, str(n), detail)
     console.print(table)
-    b = result.bias
-    top = ", ".join(f"{t['answer']} ({t['share']:.1%})" for t in b["top_answers"][:3])
-    console.print(f"answers: {b['distinct_answers']} distinct, entropy {b['answer_entropy']:.2f}; top: {top}")
-    for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+    b = r.bias
+    top = ", ".join(f"{escape(t['answer'])} {t['share']:.1%}" for t in b["top_answers"][:3])
+    rel = b["top_relation"]
+    console.print(
+        f"answers: {b['distinct_answers']} distinct, normalised entropy {b['answer_entropy']:.2f}, top: {top}; "
+        f"largest relation: {escape(str(rel['relation']))} {rel['share']:.0%}"
+    )
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
