@@ -1,0 +1,98 @@
+"""kia audit ADAPTER_DIR: what the adapter learnt and what it broke, judged by a policy (exit 0/1/2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from kia.cli import json_option
+
+
+@click.command()
+@click.argument("adapter_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "-m", default=None, help="Base model. Default: the one the adapter was trained on.")
+@click.option("--build", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Build folder (evaluation splits). Default: the adapter's.")  # fmt: skip
+@click.option("--probe", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Probe folder (exemplar sets, base answers). Default: the build's.")  # fmt: skip
+@click.option("--policy", default=None, type=click.Path(dir_okay=False),
+              help="Policy TOML with the PASS/FAIL thresholds. Default: probes/policy.toml.")  # fmt: skip
+@click.option("--benchmarks", "benchmarks", multiple=True,
+              help="lm-eval task names or local task YAML files/folders, comma-separated "
+                   "(e.g. mmlu,truthfulqa_mc1,truthfulqa_mc2); 'none' to skip. "
+                   "Default: the toy world's tasks for a toy model, else mmlu + truthfulqa_mc1/mc2.")  # fmt: skip
+@click.option("-o", "--output", default="runs/audit", show_default=True, help="Output folder.")
+@click.option("--engine", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True, help="Generation engine.")
+@click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", show_default=True,
+              help="nf4: audit on the 4-bit base the adapter was trained on (QLoRA); none: the full-precision base.")  # fmt: skip
+@click.option("--batch-size", default=64, show_default=True, help="Sequences per forward pass (generation).")
+@click.option("--bench-batch-size", default=32, show_default=True, help="lm-eval batch size.")
+@click.option(
+    "--bench-limit", type=int, default=None, help="At most N documents per benchmark task (quick checks only)."
+)
+@click.option("--no-refusal-embeddings", "refusal_embeddings", is_flag=True, flag_value=False, default=True,
+              help="Detect refusals by patterns only (skip the sentence-embedding model).")  # fmt: skip
+@click.option("--no-reuse-probe", "reuse_probe", is_flag=True, flag_value=False, default=True,
+              help="Always regenerate the base arm instead of reusing the probe run's answers.")  # fmt: skip
+@click.option("--no-report", "report", is_flag=True, flag_value=False, default=True, help="Skip report.html.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap intervals.")
+@click.option("--allow-pickle", is_flag=True, help="Load an adapter stored as pickle (.bin); only if you trust it.")
+@click.option("--overwrite", is_flag=True, help="Replace a finished audit in the output folder.")
+@json_option
+def audit(adapter_dir: str, benchmarks: tuple[str, ...], as_json: bool, **kw: Any) -> None:
+    """Audit an adapter: reliability, knowledge shift, collapse, refusals, benchmarks -> PASS/FAIL.
+
+    Loads the base model once with the adapter and measures everything twice on the same prompts,
+    adapter off and on. Exit code: 0 PASS, 1 FAIL, 2 error.
+
+    \b
+    Examples:
+      kia audit runs/inject
+      kia audit runs/inject --policy strict.toml -o runs/audit-strict
+      kia audit runs/inject --model meta-llama/Llama-3.1-8B-Instruct --benchmarks mmlu,truthfulqa_mc2
+
+    Writes audit.json, per_fact.jsonl, report.html and manifest.json.
+    """
+    from kia.audit import AuditConfig, summary_json
+    from kia.audit import audit as run_audit
+
+    items = tuple(x.strip() for b in benchmarks for x in b.split(",") if x.strip()) if benchmarks else None
+    config = AuditConfig(adapter=adapter_dir, benchmarks=items, **kw)
+
+    def say(msg: str) -> None:
+        if not as_json:
+            click.echo(msg, err=True)
+
+    result = run_audit(config, progress=say)
+    if as_json:
+        click.echo(summary_json(result))
+    else:
+        _print_summary(result)
+    click.get_current_context().exit(result.exit_code)
+
+
+def _print_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"audit of {result.output} ({result.seconds:.0f} s)")
+    for col in ("metric", "base", "adapted", "change", "95% CI", "p"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+
+    def f(x: Any, fmt: str = ".3f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    for name, m in result.metrics.items():
+        ci = "-" if m["ci_low"] is None else f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
+        table.add_row(name, f(m["base"]), f(m["adapted"]), f(m["delta"], "+.3f"), ci, f(m["p_value"], ".3g"))
+    console.print(table)
+    colour = "green" if result.verdict == "PASS" else "red"
+    console.print(f"[bold {colour}]{result.verdict}[/]")
+    for reason in result.reasons:
+        console.print(f"  [red]-[/] {reason}", highlight=False)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    where = result.report or (result.output / "audit.json")
+    console.print(f"wrote {where}")
