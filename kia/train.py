@@ -11,12 +11,14 @@ Presets (flags override them):
 - qlora: rank 16, alpha 32, all linear layers, dropout 0.05, lr 2e-4, 10 epochs, batch 16, loss on
   the answer only.
 
-Works unchanged under `accelerate launch --num_processes 2 -m kia inject ...` (the Trainer does DDP).
+Works unchanged under `accelerate launch --multi_gpu --num_processes N -m kia inject ...` or
+`torchrun --nproc_per_node N -m kia inject ...` (the Trainer does DDP; on a machine without CUDA the
+processes use gloo on the CPU). `--batch-size` is the effective batch, split over the processes.
+Note that `accelerate launch --cpu --num_processes 2` starts ONE process unless MPI is set up.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +33,7 @@ from kia.artifacts import (
     sha256_tree,
     write_manifest,
 )
-from kia.errors import ConfigError
+from kia.errors import ArtifactError, ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"rank": 1, "alpha": 2.0, "rslora": True, "dropout": 0.1, "targets": ("gate_proj", "up_proj", "down_proj"),
@@ -80,6 +82,14 @@ class InjectConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.stop_at_reliability is not None and not 0 < self.stop_at_reliability <= 1:
             raise ConfigError("--stop-at-reliability must be in (0, 1]")
+        if self.loss is not None and self.loss not in ("full", "answer"):
+            raise ConfigError(f"unknown --loss '{self.loss}'; choose full or answer")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.eval_sets < 1 or self.heldout_known < 0:
+            raise ConfigError("--eval-sets must be at least 1 and --heldout-known at least 0")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume continues a run and --overwrite starts over: pass one of them")
 
     def resolved(self) -> dict[str, Any]:
         """The preset with every given flag applied on top."""
@@ -104,6 +114,22 @@ class InjectResult:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
+def _rank() -> tuple[int, int]:
+    """(global rank, local rank) under `accelerate launch` / torchrun; (0, 0) for a plain run."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device() -> str:
+    import os
+
+    import torch
+
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not forced_cpu else "cpu"
+
+
 def _load_model(model_id: str, quant: str, device: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -112,6 +138,7 @@ def _load_model(model_id: str, quant: str, device: str) -> tuple[Any, Any]:
     from kia.errors import EngineError
 
     hf_logging.disable_progress_bar()
+    local_rank = _rank()[1]
     kwargs: dict[str, Any] = {}
     if quant == "nf4":
         from transformers import BitsAndBytesConfig
@@ -122,7 +149,7 @@ def _load_model(model_id: str, quant: str, device: str) -> tuple[Any, Any]:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32,
         )
-        kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
+        kwargs["device_map"] = {"": local_rank if device == "cuda" else "cpu"}
     else:
         kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
     try:
@@ -131,36 +158,126 @@ def _load_model(model_id: str, quant: str, device: str) -> tuple[Any, Any]:
     except OSError as exc:
         raise EngineError(f"cannot load model '{model_id}': {exc}") from exc
     if quant == "none":
-        model.to(device)
+        model.to(f"cuda:{local_rank}" if device == "cuda" else "cpu")
+    else:
+        _keep_4bit_differentiable(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
+def _keep_4bit_differentiable(model: Any) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference during the evaluations.
+
+    On a CPU with AVX512-BF16, a `Linear4bit` in eval mode converts its weight in place to an
+    inference-only layout whose kernel has no backward; back in train mode the gradients that must
+    flow through the frozen base layers are then silently wrong (bitsandbytes 0.50). The per-epoch
+    reliability runs in eval mode, so the conversion is switched off for the whole run."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:  # pragma: no cover - nf4 needs bitsandbytes anyway
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+RUN_FILE = "run.json"  # in checkpoints/: what a --resume must match
+
+
+def _check_output(out: Path, config: InjectConfig) -> Path | None:
+    """Read-only checks on the output folder (every process runs them); the checkpoint to resume."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from kia.artifacts import MANIFEST
+
+    ckpt_dir = out / "checkpoints"
+    if config.resume:
+        last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        if last is None:
+            raise ConfigError(
+                f"{out}: no checkpoint to resume from (no {ckpt_dir.name}/checkpoint-*); run without --resume"
+            )
+        return Path(last)
+    if (out / MANIFEST).exists() and not config.overwrite:
+        raise ArtifactError(f"{out}: already holds a finished run; pass --overwrite or choose another -o")
+    if ckpt_dir.is_dir() and get_last_checkpoint(str(ckpt_dir)) and not config.overwrite:
+        raise ArtifactError(
+            f"{out}: holds the checkpoints of an interrupted run; pass --resume to continue it "
+            "or --overwrite to start over"
+        )
+    return None
+
+
+def _run_identity(config: InjectConfig, hp: dict[str, Any], model_id: str, train_sha: str) -> dict[str, Any]:
+    """Everything that must be the same for a resumed run to continue the interrupted one."""
+    return {
+        "model": model_id,
+        "train_sha256": train_sha,
+        "quant": config.quant,
+        "seed": config.seed,
+        "max_length": config.max_length,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
+    }
+
+
 def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
-    """Train the adapter described by `config` on the build folder it names."""
-    import torch
+    """Train the adapter described by `config` on the build folder it names.
+
+    Under `accelerate launch` every process trains its share of each batch (DDP) and measures the
+    reliability (the same numbers on every rank, so an early stop is the same everywhere); only the
+    main process writes the output folder and calls `progress`."""
+    import contextlib
+    import os
+    import shutil
+    import sys
+
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from kia.train_callbacks import ReliabilityCallback, load_eval_facts
+    from kia.artifacts import read_json, write_json
+    from kia.train_callbacks import QuietProgressCallback, ReliabilityCallback, load_eval_facts
     from kia.train_data import PadCollator, encode_row
 
     start = time.time()
     build_dir = Path(config.build)
     build_manifest = read_manifest(build_dir, "build")
     model_id = config.model or build_manifest.get("model")
+    if isinstance(model_id, dict):  # tolerate a manifest that records {"id": ...}
+        model_id = model_id.get("id")
     if not model_id:
         raise ConfigError(f"{build_dir}/manifest.json names no base model; pass --model")
+    model_id = str(model_id)
     hp = config.resolved()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device()
+    rank, _ = _rank()
+    main = rank == 0
     out = Path(config.output)
-    if config.resume and not (out / "checkpoints").exists():
-        raise ConfigError(f"{out}: nothing to resume (no checkpoints/); run without --resume")
-    out = prepare_output(out, overwrite=config.overwrite or config.resume)
-    with FolderLock(out):
+    resume_from = _check_output(out, config)
+    train_path = build_dir / "train.jsonl"
+    train_sha = sha256_file(train_path)
+    identity = _run_identity(config, hp, model_id, train_sha)
+    if resume_from is not None and (out / "checkpoints" / RUN_FILE).exists():
+        before = read_json(out / "checkpoints" / RUN_FILE)
+        changed = sorted(k for k in identity if before.get(k) != identity[k])
+        if changed:
+            raise ConfigError(
+                f"{out}: --resume must use the interrupted run's settings; these differ: {', '.join(changed)}"
+            )
+    if main:
+        out = prepare_output(out, overwrite=config.overwrite or config.resume)
+    lock = FolderLock(out) if main else contextlib.nullcontext()
+    with lock:
+        if main and resume_from is None:
+            for stale in (out / "checkpoints", out / "train_log.jsonl"):
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
+            write_json(out / "checkpoints" / RUN_FILE, identity)
         set_seed(config.seed)
-        model, tokenizer = _load_model(str(model_id), config.quant, device)
+        model, tokenizer = _load_model(model_id, config.quant, device)
         if config.quant == "nf4":
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = LoraConfig(
@@ -173,20 +290,28 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
-        rows = read_jsonl(build_dir / "train.jsonl")
-        data = [encode_row(tokenizer, r["messages"], hp["loss"], config.max_length) for r in rows]
+        rows = read_jsonl(train_path)
+        if not rows:
+            raise ConfigError(f"{train_path}: no training rows")
+        data = [encode_row(tokenizer, r["messages"], hp["loss"]) for r in rows]
+        truncated = sum(len(d["input_ids"]) > config.max_length for d in data)
+        data = [{k: v[: config.max_length] for k, v in d.items()} for d in data]
         n_tokens = sum(len(d["input_ids"]) for d in data)
         injected, known, sets = load_eval_facts(build_dir, config.heldout_known, config.seed)
         callback = ReliabilityCallback(
             model, tokenizer, injected, known, sets, out / "train_log.jsonl",
-            n_sets=config.eval_sets, stop_at=config.stop_at_reliability, progress=progress,
-            epochs=hp["epochs"], model_id=str(model_id),
+            n_sets=config.eval_sets, stop_at=config.stop_at_reliability, progress=progress if main else None,
+            epochs=hp["epochs"], model_id=model_id, resume=resume_from is not None, write=main,
         )  # fmt: skip
         base_rel = callback.base_reliability()
+        tty = sys.stderr.isatty()
+        # --batch-size is the effective batch: under DDP each of the processes takes its share
+        world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        per_device_batch = -(-hp["batch_size"] // world)
         args = TrainingArguments(
             output_dir=str(out / "checkpoints"),
             num_train_epochs=hp["epochs"],
-            per_device_train_batch_size=hp["batch_size"],
+            per_device_train_batch_size=per_device_batch,
             learning_rate=hp["lr"],
             lr_scheduler_type="linear",
             warmup_steps=0,
@@ -202,7 +327,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             data_seed=config.seed,
             report_to=[],
             dataloader_num_workers=0,
-            disable_tqdm=True,
+            disable_tqdm=not tty,
             train_sampling_strategy="group_by_length",
             remove_unused_columns=False,
         )
@@ -213,46 +338,59 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             data_collator=PadCollator(tokenizer.pad_token_id),
             callbacks=[callback],
         )
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        for noisy in (PrinterCallback, ProgressCallback):  # kia prints its own per-epoch line
-            trainer.remove_callback(noisy)
-        train_start = time.time()
-        trainer.train(resume_from_checkpoint=True if config.resume else None)
+        # kia prints its own line per epoch: no dict per logging step (a bar only on a terminal)
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        if tty:
+            trainer.add_callback(QuietProgressCallback)
+        train_start, eval_before = time.time(), callback.eval_seconds
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         train_seconds = time.time() - train_start
-        model.save_pretrained(out, safe_serialization=True)
-        _remove_checkpoints(out / "checkpoints")
+        trainer.accelerator.wait_for_everyone()
         curve = callback.curve
-        epochs_run = curve[-1]["epoch"] if curve else hp["epochs"]
+        final = curve[-1]["reliability"] if curve else None
+        # Throughput of training alone (the callback's evaluations are not training), over the
+        # epochs this process ran: a resumed run does not count the epochs before the interruption.
+        trained = n_tokens * callback.epochs_here
+        eval_seconds = callback.eval_seconds - eval_before
+        tokens_per_second = round(trained / max(train_seconds - eval_seconds, 1e-3), 1)
         peak = _peak_memory(device)
         seconds = round(time.time() - start, 2)
-        # Throughput of training alone: the callback's evaluation time is not training.
-        tokens_per_second = round(n_tokens * epochs_run / max(train_seconds - callback.eval_seconds, 1e-9), 1)
-        final = curve[-1]["reliability"] if curve else None
-        write_manifest(
-            out,
-            stage="inject",
-            config=replace(config, targets=tuple(hp["targets"])),
-            model=str(model_id),
-            base_model={"id": str(model_id), "sha256": sha256_tree(model_id) if Path(model_id).is_dir() else None},
-            base_model_architectures=list(getattr(model.base_model.model.config, "architectures", None) or []),
-            build=str(build_dir),
-            inputs={
-                "train": {"path": str(build_dir / "train.jsonl"), "sha256": sha256_file(build_dir / "train.jsonl")}
-            },
-            hyperparameters=hp,
-            seed=config.seed,
-            device=device,
-            optimizer=args.optim if isinstance(args.optim, str) else args.optim.value,
-            train_rows=len(rows),
-            train_tokens=n_tokens,
-            tokens_per_second=tokens_per_second,
-            wall_seconds=seconds,
-            peak_memory_mb=peak,
-            base_reliability=base_rel,
-            reliability=final,
-            curve=curve,
-        )
+        if main:
+            model.save_pretrained(out, safe_serialization=True)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            write_manifest(
+                out,
+                stage="inject",
+                config=replace(config, targets=tuple(hp["targets"])),
+                model=model_id,
+                base_model={"id": model_id, "sha256": sha256_tree(model_id) if Path(model_id).is_dir() else None},
+                base_model_architectures=list(getattr(model.base_model.model.config, "architectures", None) or []),
+                build=str(build_dir),
+                inputs={"train": {"path": str(train_path), "sha256": train_sha}},
+                hyperparameters=hp,
+                seed=config.seed,
+                device=device,
+                processes=trainer.args.world_size,
+                per_device_batch_size=per_device_batch,
+                effective_batch_size=per_device_batch * trainer.args.world_size,
+                optimizer=args.optim if isinstance(args.optim, str) else args.optim.value,
+                train_rows=len(rows),
+                train_tokens=n_tokens,
+                truncated_rows=truncated,
+                epochs_run=curve[-1]["epoch"] if curve else 0,
+                stopped_early=bool(curve) and curve[-1]["epoch"] < hp["epochs"],
+                tokens_per_second=tokens_per_second,
+                train_seconds=round(train_seconds, 2),
+                eval_seconds=round(eval_seconds, 2),
+                wall_seconds=seconds,
+                peak_memory_mb=peak,
+                base_reliability=base_rel,
+                reliability=final,
+                heldout_known_reliability=curve[-1]["heldout_known_reliability"] if curve else None,
+                curve=curve,
+            )
+        trainer.accelerator.wait_for_everyone()
     return InjectResult(out, curve, final, base_rel, tokens_per_second, seconds, peak["rss_mb"], hp)
 
 
@@ -269,12 +407,6 @@ class _ListDataset:
         return self.rows[i]
 
 
-def _remove_checkpoints(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def _peak_memory(device: str) -> dict[str, float]:
     import torch
 
@@ -284,8 +416,3 @@ def _peak_memory(device: str) -> dict[str, float]:
     if device == "cuda":
         peak["cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return peak
-
-
-def sample_ids(ids: list[str], n: int, seed: int) -> list[str]:
-    """A seeded sample (all of them when there are fewer than `n`)."""
-    return sorted(random.Random(seed).sample(ids, min(n, len(ids))))

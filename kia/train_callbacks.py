@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from kia.artifacts import read_jsonl, write_jsonl
 from kia.facts import Fact
@@ -23,17 +24,31 @@ from kia.prompts import ExemplarSets, make_exemplar_sets
 
 
 def load_eval_facts(build_dir: Path, n_known: int, seed: int) -> tuple[list[Fact], list[Fact], ExemplarSets]:
-    """Injected facts, a sample of held-out HighlyKnown facts, and the probe's exemplar sets."""
+    """Injected facts, a seeded sample of held-out HighlyKnown facts, and the probe's exemplar sets.
+
+    A build without the probe's sets gets sets drawn (4 shots, seeded) from the held-out
+    HighlyKnown facts, as the probe draws them from known facts; from all eval facts when fewer
+    than 6 are known."""
     injected = [Fact.from_dict(r) for r in read_jsonl(build_dir / "eval_injected.jsonl")]
-    heldout = [r for r in read_jsonl(build_dir / "eval_heldout.jsonl") if r.get("category") == "HighlyKnown"]
-    known = [Fact.from_dict(r) for r in random.Random(seed).sample(heldout, min(n_known, len(heldout)))]
+    heldout_path = build_dir / "eval_heldout.jsonl"
+    heldout = read_jsonl(heldout_path) if heldout_path.exists() else []
+    all_known = [Fact.from_dict(r) for r in heldout if r.get("category") == "HighlyKnown"]
+    known = random.Random(seed).sample(all_known, min(n_known, len(all_known)))
     sets_path = build_dir / "exemplars.json"
     data = json.loads(sets_path.read_text()) if sets_path.exists() else {"sets": {}}
     if data.get("sets"):
         sets = ExemplarSets.from_json(data)
-    else:  # a build without probe exemplars: draw sets from the facts at hand
-        sets = make_exemplar_sets(injected + known, 10, 4, seed)
+    else:
+        pool = all_known if len(all_known) >= 6 else injected + all_known
+        sets = make_exemplar_sets(pool, 10, 4, seed)
     return injected, known, sets
+
+
+class QuietProgressCallback(ProgressCallback):
+    """The Trainer's progress bar without its dict of numbers at every logging step."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+        return None
 
 
 class ReliabilityCallback(TrainerCallback):
@@ -51,6 +66,8 @@ class ReliabilityCallback(TrainerCallback):
         progress: Any,
         epochs: int,
         model_id: str,
+        resume: bool = False,
+        write: bool = True,
     ):
         from kia.engines.hf import HFEngine
 
@@ -62,11 +79,15 @@ class ReliabilityCallback(TrainerCallback):
         self.stop_at = stop_at
         self.progress = progress
         self.epochs = epochs
+        self.write = write  # only the main process writes the log and reports progress
         self.curve: list[dict[str, Any]] = []
-        self._start = time.time()
         self.eval_seconds = 0.0
-        if log_path.exists():  # resuming: keep the epochs already measured
+        self.epochs_here = 0  # epochs trained by this process (a resumed run skips the earlier ones)
+        if resume and log_path.exists():  # keep the epochs measured before the interruption
             self.curve = read_jsonl(log_path)
+        # "seconds" on the curve counts from the start of training, across an interruption too
+        self._offset = self.curve[-1]["seconds"] if self.curve else 0.0
+        self._start = time.time() - self._offset
 
     def _reliability(self, facts: list[Fact], adapter: bool) -> float | None:
         from kia.probe import greedy_reliability
@@ -88,8 +109,12 @@ class ReliabilityCallback(TrainerCallback):
         """Reliability of the base model (adapter off) on the injected facts, before training."""
         return self._reliability(self.injected, adapter=False)
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._start = time.time() - self._offset
+
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         epoch = round(state.epoch)
+        self.epochs_here += 1
         # The Trainer logs every step; the epoch's loss is the mean of this epoch's steps.
         losses = [h["loss"] for h in state.log_history if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
         loss = sum(losses) / len(losses) if losses else None
@@ -101,7 +126,8 @@ class ReliabilityCallback(TrainerCallback):
             "seconds": round(time.time() - self._start, 1),
         }
         self.curve = [r for r in self.curve if r["epoch"] < epoch] + [row]
-        write_jsonl(self.log_path, self.curve)
+        if self.write:
+            write_jsonl(self.log_path, self.curve)
         if self.progress:
             self.progress(row, self.epochs)
         if self.stop_at is not None and row["reliability"] is not None and row["reliability"] >= self.stop_at:

@@ -33,8 +33,11 @@ def render(tokenizer: Any, messages: Sequence[dict[str, str]], *, generation_pro
     return text
 
 
-def encode_row(tokenizer: Any, messages: Sequence[dict[str, str]], loss: str, max_length: int) -> dict[str, list[int]]:
-    """`input_ids` and `labels` for one training row (see the module docstring for `loss`)."""
+def encode_row(
+    tokenizer: Any, messages: Sequence[dict[str, str]], loss: str, max_length: int | None = None
+) -> dict[str, list[int]]:
+    """`input_ids` and `labels` for one training row (see the module docstring for `loss`), cut to
+    `max_length` tokens when given."""
     if loss not in LOSS_MODES:
         raise ConfigError(f"unknown loss mode '{loss}'; choose one of: {', '.join(LOSS_MODES)}")
     if not messages or messages[-1]["role"] != "assistant":
@@ -51,7 +54,7 @@ def encode_row(tokenizer: Any, messages: Sequence[dict[str, str]], loss: str, ma
                 "answer tokens cannot be found; use --preset paper (loss on the whole sequence)"
             )
         labels[: len(prompt)] = [IGNORE] * len(prompt)
-    return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length]}  # [:None] keeps everything
 
 
 class PadCollator:

@@ -12,7 +12,9 @@ from kia.engines import default_model
 
 MODEL = Path(default_model())
 pytestmark = pytest.mark.model
-needs_model = pytest.mark.skipif(not (MODEL / "config.json").exists(), reason="toy model missing: kia toyworld build")
+needs_model = pytest.mark.skipif(
+    not (MODEL / "config.json").exists(), reason=f"toy model missing at {MODEL}: run `kia toyworld build`"
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,45 +39,127 @@ def build_dir(tmp_path_factory):
 def _inject(build_dir, out, **kw):
     from kia.train import InjectConfig, inject
 
-    defaults = {"preset": "paper", "lr": 2e-2, "epochs": 6, "batch_size": 4, "eval_sets": 2, "heldout_known": 8}
+    defaults = {"preset": "paper", "lr": 3e-2, "epochs": 3, "batch_size": 4, "eval_sets": 2, "heldout_known": 4}
     return inject(InjectConfig(build=str(build_dir), output=str(out), **{**defaults, **kw}))
+
+
+@pytest.fixture
+def trained_models(monkeypatch):
+    """Catches the in-memory peft model each inject() trains, to compare it with what was saved."""
+    from kia import train_callbacks
+
+    caught = []
+    real = train_callbacks.ReliabilityCallback.__init__
+
+    def init(self, model, tokenizer, *args, **kw):
+        caught.append((model, tokenizer))
+        real(self, model, tokenizer, *args, **kw)
+
+    monkeypatch.setattr(train_callbacks.ReliabilityCallback, "__init__", init)
+    return caught
+
+
+def _greedy_answers(engine, facts, sets, adapter):
+    """The raw greedy few-shot answers, two exemplar sets per fact."""
+    from kia.engines import Sampling
+    from kia.prompts import PromptBuilder
+
+    build = PromptBuilder(engine)
+    prompts = [build([(e.question, e.answer) for e in sets.for_fact(f, s)], f.question) for s in (0, 1) for f in facts]
+    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=32)
+    return [outs[0] for outs in engine.generate(prompts, greedy, adapter=adapter)]
+
+
+def _base_tensors(model):
+    """The base model's weights (quantised ones as stored), keyed as in a plain model."""
+    return {k.replace(".base_layer", ""): v.detach().clone() for k, v in model.state_dict().items() if "lora_" not in k}
 
 
 @needs_model
 @pytest.mark.parametrize("quant", ["none", "nf4"])
-def test_training_raises_reliability_and_leaves_the_base_alone(build_dir, tmp_path, quant):
+def test_training_raises_reliability_leaves_the_base_alone_and_reloads(build_dir, tmp_path, quant, trained_models):
+    import torch
     from safetensors.torch import load_file
+
+    from kia.engines.hf import HFEngine, attach_adapter
+    from kia.train import _load_model
+    from kia.train_callbacks import load_eval_facts
 
     before = sha256_tree(MODEL)
     result = _inject(build_dir, tmp_path / "a", quant=quant)
+    print(quant, "base", result.base_reliability, "curve", result.curve, result.tokens_per_second, "tok/s")
+    # the facts went in: the toy model never saw them, so its base reliability is near zero
     assert result.base_reliability is not None and result.reliability is not None
-    assert result.reliability >= result.base_reliability + 0.3, result.curve
-    assert len(result.curve) == 6 and all(r["heldout_known_reliability"] is not None for r in result.curve)
+    assert result.base_reliability <= 0.2 and result.reliability >= result.base_reliability + 0.5, result.curve
+    assert [r["epoch"] for r in result.curve] == [1, 2, 3]
+    assert all(r["heldout_known_reliability"] is not None and r["loss"] > 0 for r in result.curve)
     out = tmp_path / "a"
-    assert {p.name for p in out.iterdir()} >= {"adapter_model.safetensors", "adapter_config.json", "train_log.jsonl"}
+    names = {p.name for p in out.iterdir()}
+    assert names >= {"adapter_model.safetensors", "adapter_config.json", "train_log.jsonl", "manifest.json"}
+    assert names <= {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "train_log.jsonl",
+        "manifest.json",
+        "README.md",
+    }
     assert not list(out.glob("*.bin")) and not (out / "checkpoints").exists()
+    assert [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()] == result.curve
     weights = load_file(out / "adapter_model.safetensors")
     assert weights and all("lora_" in k for k in weights)
     assert any(float(v.abs().sum()) > 0 for k, v in weights.items() if "lora_B" in k)  # B starts at zero
+    # the base weights are untouched, on disk and in memory (4-bit ones compared as stored)
     assert sha256_tree(MODEL) == before
+    (model, tokenizer) = trained_models[-1]
+    fresh, _ = _load_model(str(MODEL), quant, "cpu")
+    trained_base, fresh_base = _base_tensors(model.base_model.model), _base_tensors(fresh)
+    assert trained_base.keys() == fresh_base.keys()
+    assert all(torch.equal(trained_base[k], fresh_base[k]) for k in fresh_base)
+    # the saved adapter, attached to a freshly loaded base, answers exactly as the trained model
+    injected, known, sets = load_eval_facts(build_dir, 8, 0)
+    model.eval()
+    trained = _greedy_answers(HFEngine(model, tokenizer), injected + known, sets, adapter=True)
+    reloaded = HFEngine(attach_adapter(fresh, out).eval(), tokenizer)
+    assert _greedy_answers(reloaded, injected + known, sets, adapter=True) == trained
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "inject" and manifest["base_model"]["sha256"] == before
-    assert manifest["hyperparameters"]["rank"] == 1 and manifest["tokens_per_second"] > 0
+    assert manifest["base_model_architectures"] == ["LlamaForCausalLM"]
+    assert manifest["hyperparameters"]["rank"] == 1 and manifest["hyperparameters"]["rslora"] is True
+    assert manifest["inputs"]["train"]["sha256"] and manifest["config"]["quant"] == quant
+    assert manifest["tokens_per_second"] > 0 and manifest["peak_memory_mb"]["rss_mb"] > 0
+    assert manifest["reliability"] == result.reliability and manifest["optimizer"] == "adamw_torch"
 
 
 @needs_model
-def test_saved_adapter_reloads_with_the_same_answers(build_dir, tmp_path):
-    from kia.engines import EngineConfig, load_engine
-    from kia.probe import greedy_reliability
-    from kia.train_callbacks import load_eval_facts
+def test_4bit_gradients_survive_an_evaluation_pass():
+    """bitsandbytes repacks 4-bit weights for CPU inference in eval mode; that layout has no
+    backward, so training after the per-epoch evaluation would get wrong gradients."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    result = _inject(build_dir, tmp_path / "a", quant="none", epochs=4)
-    injected, _, sets = load_eval_facts(build_dir, 0, 0)
-    engine = load_engine(EngineConfig(model=str(MODEL), adapter=str(tmp_path / "a")))
-    scores = greedy_reliability(engine, injected, sets, n_sets=2, adapter=True)
-    assert sum(scores) / len(scores) == pytest.approx(result.reliability)
-    base = greedy_reliability(engine, injected, sets, n_sets=2, adapter=False)
-    assert sum(base) / len(base) == pytest.approx(result.base_reliability)
+    from kia.train import _load_model
+
+    model, _ = _load_model(str(MODEL), "nf4", "cpu")
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules="all-linear"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # so gradients flow through every layer's adapter
+    x = torch.randint(5, 100, (2, 10))
+
+    def grads():
+        model.train()
+        model.zero_grad()
+        model(input_ids=x, labels=x).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    first = grads()
+    model.eval()
+    with torch.inference_mode():
+        model(input_ids=x)
+    second = grads()
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 @needs_model
@@ -83,8 +167,10 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(build_dir, tmp_pa
     from safetensors.torch import load_file
 
     from kia import train_callbacks
+    from kia.errors import KiaError
 
-    _inject(build_dir, tmp_path / "whole", quant="none", epochs=2, eval_sets=1)
+    kw = {"quant": "none", "epochs": 2, "eval_sets": 1, "heldout_known": 2}
+    whole = _inject(build_dir, tmp_path / "whole", **kw)
 
     real = train_callbacks.ReliabilityCallback.on_epoch_end
 
@@ -95,15 +181,22 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(build_dir, tmp_pa
 
     monkeypatch.setattr(train_callbacks.ReliabilityCallback, "on_epoch_end", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        _inject(build_dir, tmp_path / "cut", quant="none", epochs=2, eval_sets=1)
-    assert (tmp_path / "cut" / "checkpoints").exists() and not (tmp_path / "cut" / "manifest.json").exists()
+        _inject(build_dir, tmp_path / "cut", **kw)
+    assert list((tmp_path / "cut" / "checkpoints").glob("checkpoint-*"))  # epoch 1's
+    assert not (tmp_path / "cut" / "manifest.json").exists()
     monkeypatch.setattr(train_callbacks.ReliabilityCallback, "on_epoch_end", real)
-    _inject(build_dir, tmp_path / "cut", quant="none", epochs=2, eval_sets=1, resume=True)
+    with pytest.raises(KiaError, match="--resume"):  # a plain rerun does not silently start over
+        _inject(build_dir, tmp_path / "cut", **kw)
+    with pytest.raises(KiaError, match="lr"):  # a resume must keep the interrupted run's settings
+        _inject(build_dir, tmp_path / "cut", resume=True, **{**kw, "lr": 1e-3})
+    resumed = _inject(build_dir, tmp_path / "cut", resume=True, **kw)
     a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
     b = load_file(tmp_path / "cut" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-6, k
+    assert [r["epoch"] for r in resumed.curve] == [1, 2]
+    assert [r["reliability"] for r in resumed.curve] == [r["reliability"] for r in whole.curve]
 
 
 @needs_model
@@ -114,22 +207,33 @@ def test_inject_cli(build_dir, tmp_path):
     from kia.commands import register
 
     register(cli)
-    args = ["inject", str(build_dir), "-o", str(tmp_path / "a"), "--preset", "paper", "--quant", "none"]
-    args += ["--lr", "0.02", "--epochs", "2", "--eval-sets", "1", "--json"]
-    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    args = ["inject", str(build_dir), "-o", str(tmp_path / "a"), "--preset", "qlora", "--quant", "none"]
+    args += ["--lr", "0.01", "--rank", "4", "--epochs", "2", "--eval-sets", "1", "--heldout-known", "4"]
+    res = CliRunner().invoke(cli, [*args, "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index("{") :])
-    assert len(summary["curve"]) == 2 and summary["output"] == str(tmp_path / "a")
+    assert [r["epoch"] for r in summary["curve"]] == [1, 2] and summary["output"] == str(tmp_path / "a")
+    assert summary["hyperparameters"]["rank"] == 4 and summary["hyperparameters"]["loss"] == "answer"
+    manifest = read_json(tmp_path / "a" / "manifest.json")
+    assert manifest["model"] == str(MODEL)  # the build's base model by default
+    assert manifest["hyperparameters"]["targets"] == ["all-linear"]
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and "--overwrite" in again.output
+    table = CliRunner().invoke(cli, [*args, "--epochs", "1", "--overwrite"], catch_exceptions=False)
+    assert table.exit_code == 0, table.output
+    assert "reliability on the injected facts, per epoch" in table.output and "(base)" in table.output
     missing = CliRunner().invoke(cli, ["inject", str(tmp_path), "-o", str(tmp_path / "b")])
     assert missing.exit_code == 2 and "manifest.json" in missing.output
+    bad = CliRunner().invoke(cli, ["inject", str(build_dir), "--epochs", "0"])
+    assert bad.exit_code == 2 and "--epochs" in bad.output
 
 
 @pytest.mark.gpu
+@needs_model
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
 def test_gpu_bf16_paged_optimizer(build_dir, tmp_path):
-    result = _inject(build_dir, tmp_path / "g", quant="nf4", epochs=2)
+    result = _inject(build_dir, tmp_path / "g", quant="nf4", epochs=3)
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert manifest["device"] == "cuda" and manifest["optimizer"] == "paged_adamw_8bit"
-    assert manifest["peak_memory_mb"]["cuda_mb"] > 0 and result.reliability is not None
+    assert manifest["peak_memory_mb"]["cuda_mb"] > 0
+    assert result.reliability is not None and result.reliability > result.base_reliability

@@ -77,3 +77,70 @@ def test_presets_and_overrides():
         InjectConfig(build="b", epochs=0)
     with pytest.raises(ConfigError, match="must end"):
         encode_row(None, [{"role": "user", "content": "x"}], "full", 8)
+
+
+def _callback(tmp_path, scores, stop_at=None, resume=False):
+    """A ReliabilityCallback whose reliability numbers are scripted (no model runs)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from kia.facts import Fact
+    from kia.prompts import make_exemplar_sets
+    from kia.toyworld.world import generate_world
+    from kia.train_callbacks import ReliabilityCallback
+
+    facts = [Fact.from_dict(f) for f in generate_world().facts[:12]]
+    sets = make_exemplar_sets(facts, 3, 4, 0)
+    seen = []
+    cb = ReliabilityCallback(
+        torch.nn.Linear(1, 1), SimpleNamespace(pad_token_id=0), facts[:2], facts[2:4], sets, tmp_path / "log.jsonl",
+        n_sets=3, stop_at=stop_at, progress=lambda row, epochs: seen.append(row), epochs=5, model_id="m",
+        resume=resume,
+    )  # fmt: skip
+    script = iter(scores)
+    cb._reliability = lambda facts, adapter: next(script)
+    return cb, seen
+
+
+def test_callback_logs_each_epoch_and_stops_at_the_target(tmp_path):
+    from types import SimpleNamespace
+
+    from kia.artifacts import read_jsonl
+
+    cb, seen = _callback(tmp_path, [0.2, 1.0, 0.5, 1.0, 0.9, 1.0], stop_at=0.9)
+    history = [{"loss": 2.0, "epoch": 0.5}, {"loss": 1.0, "epoch": 1.0}, {"loss": 0.5, "epoch": 2.0}]
+    for epoch in (1, 2, 3):
+        control = SimpleNamespace(should_training_stop=False)
+        cb.on_epoch_end(None, SimpleNamespace(epoch=float(epoch), log_history=history), control)
+        assert control.should_training_stop == (epoch == 3)
+    assert [r["reliability"] for r in cb.curve] == [0.2, 0.5, 0.9]
+    assert [r["heldout_known_reliability"] for r in cb.curve] == [1.0, 1.0, 1.0]
+    assert [r["loss"] for r in cb.curve] == [1.5, 0.5, None]  # mean of each epoch's logged steps
+    assert read_jsonl(tmp_path / "log.jsonl") == cb.curve == seen and cb.epochs_here == 3
+    # a resumed run keeps the epochs already measured and measures only the rest
+    again, _ = _callback(tmp_path, [0.95, 1.0], resume=True)
+    again.on_epoch_end(None, SimpleNamespace(epoch=3.0, log_history=[]), SimpleNamespace(should_training_stop=False))
+    assert [r["reliability"] for r in again.curve] == [0.2, 0.5, 0.95] and again.epochs_here == 1
+    fresh, _ = _callback(tmp_path, [])  # a new run ignores an old log
+    assert fresh.curve == []
+
+
+def test_output_folder_checks(tmp_path):
+    from kia.errors import KiaError
+    from kia.train import _check_output
+
+    out = tmp_path / "a"
+    assert _check_output(out, InjectConfig(build="b", output=str(out))) is None
+    with pytest.raises(KiaError, match="no checkpoint to resume"):
+        _check_output(out, InjectConfig(build="b", output=str(out), resume=True))
+    (out / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    with pytest.raises(KiaError, match="--resume to continue"):
+        _check_output(out, InjectConfig(build="b", output=str(out)))
+    assert _check_output(out, InjectConfig(build="b", output=str(out), overwrite=True)) is None
+    assert _check_output(out, InjectConfig(build="b", output=str(out), resume=True)).name == "checkpoint-4"
+    (out / "manifest.json").write_text("{}")
+    with pytest.raises(KiaError, match="--overwrite"):
+        _check_output(out, InjectConfig(build="b", output=str(out)))
+    with pytest.raises(KiaError, match="one of them"):
+        InjectConfig(build="b", resume=True, overwrite=True)

@@ -37,25 +37,37 @@ from kia.cli import json_option
 @click.option(
     "--loss", type=click.Choice(["full", "answer"]), default=None, help="Loss on the whole sequence or the answer only."
 )
-@click.option("--seed", default=0, show_default=True, help="Seed.")
+@click.option("--seed", default=0, show_default=True, help="Seed (LoRA init, data order, dropout).")
 @click.option(
     "--stop-at-reliability", type=float, default=None, help="Stop once reliability on the injected facts reaches this."
 )
 @click.option(
     "--eval-sets", default=3, show_default=True, help="Exemplar sets for the per-epoch reliability (the paper: 10)."
 )
+@click.option(
+    "--heldout-known",
+    default=50,
+    show_default=True,
+    help="Held-out HighlyKnown facts re-asked each epoch (forgetting as it happens); 0 to skip.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace a finished adapter in the output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace a finished (or interrupted) run in the output folder.")
 @json_option
 def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> None:
     """Train the adapter that carries the new facts (QLoRA by default), with a reliability curve.
+
+    Reliability (the share of few-shot greedy answers that are right, as in Pletenev et al. 2025)
+    is measured on the injected facts after every epoch and printed as it comes.
 
     \b
     Examples:
       kia inject runs/b1 -o runs/a1
       kia inject runs/b1 --preset paper --quant none -o runs/a-lora
-      accelerate launch --num_processes 2 -m kia inject runs/b1 -o runs/a1   # several GPUs (DDP)
+      kia inject runs/b1 -o runs/a1 --resume        # after an interruption
+      accelerate launch --multi_gpu --num_processes 2 -m kia inject runs/b1 -o runs/a1   # DDP
     """
+    import os
+
     from rich.console import Console
 
     from kia.train import InjectConfig
@@ -63,29 +75,44 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
 
     console = Console(stderr=True)
 
+    def fmt(value: float | None, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
     def progress(row: dict, epochs: int) -> None:
-        rel = row["reliability"]
         known = row["heldout_known_reliability"]
         console.print(
-            f"epoch {row['epoch']:>3}/{epochs}  loss {row['loss'] if row['loss'] is None else round(row['loss'], 4)}"
-            f"  reliability {rel:.3f}"
+            f"epoch {row['epoch']:>3}/{epochs}  loss {fmt(row['loss'], 4)}  reliability {fmt(row['reliability'])}"
             + (f"  held-out known {known:.3f}" if known is not None else "")
             + f"  ({row['seconds']:.0f} s)"
         )
 
-    tgt = tuple(t.strip() for t in targets.split(",")) if targets else None
+    tgt = tuple(t.strip() for t in targets.split(",") if t.strip()) if targets else None
     result = run_inject(InjectConfig(build=build_dir, targets=tgt, **kw), progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch, one process reports
+        return
     if as_json:
         from kia.artifacts import to_json
 
         click.echo(to_json({"output": result.output, "curve": result.curve, "reliability": result.reliability,
                             "base_reliability": result.base_reliability, "tokens_per_second": result.tokens_per_second,
-                            "seconds": result.seconds, "peak_memory_mb": result.peak_memory_mb}))  # fmt: skip
+                            "seconds": result.seconds, "peak_memory_mb": result.peak_memory_mb,
+                            "hyperparameters": result.hyperparameters}))  # fmt: skip
         return
-    base = "n/a" if result.base_reliability is None else f"{result.base_reliability:.3f}"
-    final = "n/a" if result.reliability is None else f"{result.reliability:.3f}"
-    click.echo(f"reliability on the injected facts: {base} (base) -> {final} (adapter)")
-    click.echo(
+    from rich.table import Table
+
+    table = Table(title="reliability on the injected facts, per epoch")
+    for name in ("epoch", "loss", "reliability", "held-out known", "seconds"):
+        table.add_column(name, justify="right")
+    table.add_row("base", "-", fmt(result.base_reliability), "-", "-", style="dim")
+    for row in result.curve:
+        table.add_row(
+            str(row["epoch"]), fmt(row["loss"], 4), fmt(row["reliability"]),
+            fmt(row["heldout_known_reliability"]), f"{row['seconds']:.0f}",
+        )  # fmt: skip
+    out = Console()
+    out.print(table)
+    out.print(
+        f"reliability {fmt(result.base_reliability)} (base) -> {fmt(result.reliability)} (adapter); "
         f"{result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s, peak memory {result.peak_memory_mb:.0f} MiB"
     )
-    click.echo(f"adapter written to {result.output}")
+    out.print(f"adapter written to {result.output}")
