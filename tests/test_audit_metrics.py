@@ -67,7 +67,7 @@ def assemble(**kw):
         "train_answers": targets,
         "benchmarks": {},
         "match": "contains",
-        "policy": Policy(),
+        "policy": Policy(explosion_floor=3, explosion_factor=3.0),
         "detector": met.RefusalDetector(similarity=None),
         "lora_b_all_zero": False,
         "n_boot": 500,
@@ -208,6 +208,18 @@ def test_exploded_answers_factor_and_floor():
     assert [e["key"] for e in col.exploded_answers(base, adapted, factor=6, floor=1)] == ["s"]  # p: 10 < 12; r: 5 < 6
 
 
+def test_question_counts_count_each_question_once():
+    per_question = [["Zed", "zed", "Zed"], ["Zed", "Paris", "Paris"], ["Rome"], []]
+    q = col.question_counts(per_question)
+    assert dict(q.counts) == {"zed": 2, "paris": 1, "rome": 1}
+    assert q.show("zed") == "Zed"
+    # One question answering "Zed" with all 10 exemplar sets is not an explosion; five questions are.
+    base = col.question_counts([["Oslo"]] * 5)
+    assert col.exploded_answers(base, col.question_counts([["Zed"] * 10]), factor=5, floor=5) == []
+    five = col.exploded_answers(base, col.question_counts([["Zed"] * 10] * 5), factor=5, floor=5)
+    assert five == [{"answer": "Zed", "key": "zed", "base": 0, "adapted": 5}]
+
+
 def test_target_share():
     counts = col.AnswerCounts.of(["Zed", "zed", "Paris", "Rome"])
     assert col.target_share(counts, col.normalised_targets(["ZED", ""])) == 0.5
@@ -309,12 +321,13 @@ def test_assemble_on_the_hand_worked_world():
         "same_relation": pytest.approx(1 / 3),
         "explained": pytest.approx(2 / 3),
     }
-    # Collapse (refusals skipped): base 30 answers over 9 strings, adapted 36 over 10, "Zed" exploded.
+    # Collapse (refusals skipped): base 30 answers over 9 strings, adapted 36 over 10; "Zed" is given
+    # to 3 questions (h1, m2, u1) against none: exploded with a floor and a factor of 3.
     c = report["collapse"]
     assert (c["base"]["distinct"], c["adapted"]["distinct"]) == (9, 10)
     assert c["base"]["mean"] == pytest.approx(30 / 9) and c["adapted"]["mean"] == pytest.approx(36 / 10)
     assert c["base"]["top"][0] == ["Nowhere", 14] and c["adapted"]["top"][:2] == [["Nowhere", 10], ["Zed", 9]]
-    assert c["exploded"] == [{"answer": "Zed", "base": 0, "adapted": 9}]
+    assert c["exploded"] == [{"answer": "Zed", "base": 0, "adapted": 3}]
     assert c["target_share"] == {"base": 0.0, "adapted": pytest.approx(9 / 36)}
     assert m["exploded_answers"]["adapted"] == 1.0
     assert m["distinct_answers"]["base"] == 9 and m["distinct_answers"]["adapted"] == 10

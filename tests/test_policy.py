@@ -20,7 +20,7 @@ from kia.facts import Fact
 from kia.prompts import ExemplarSets
 
 IDK = "I don't know."
-LENIENT = "max_negative_shift = 0.5\nmax_refusal_change = 0.5\n"
+LENIENT = "max_negative_shift = 0.5\nmax_refusal_change = 0.5\nexplosion_floor = 3\nexplosion_factor = 3\n"
 
 # ------------------------------------------------------------------------------------------ policy
 
@@ -115,7 +115,10 @@ def test_judge_pass_and_each_failure_with_numbers():
         ),
         "metrics__negative_shift": (_metric(None, 0.21, 150), "negative shift 0.210 (of 150"),
         "metrics__refusal_rate": (_metric(0.15, 0.01), "refusal rate changed by -0.140 (0.150 -> 0.010) beyond"),
-        "metrics__exploded_answers": (_metric(None, 5.0), "5 exploded answers ('Zed' 0 -> 9) > max_exploded_answers 3"),
+        "metrics__exploded_answers": (
+            _metric(None, 5.0),
+            "5 exploded answers ('Zed' 0 -> 9 questions) > max_exploded_answers 3",
+        ),
         "sanity__noop": (True, "the adapter is a no-op: its greedy answers equal the base model's"),
     }
     for key, (value, text) in cases.items():
@@ -298,7 +301,7 @@ def test_scripted_audit_end_to_end(tmp_path):
     assert a["metrics"]["reliability"]["base"] == 0.0 and a["metrics"]["reliability"]["adapted"] == 1.0
     assert a["metrics"]["generalisation"]["adapted"] == 0.5
     assert a["shift"]["matrix"] == [[2, 1, 1], [1, 2, 1], [1, 1, 2]]
-    assert a["collapse"]["exploded"] == [{"answer": "Zed", "base": 0, "adapted": 9}]
+    assert a["collapse"]["exploded"] == []  # "Zed" reaches 3 questions, under the default floor of 5
     assert a["curve"][0]["epoch"] == 1
     assert a["sanity"] == {
         "loads": True,
@@ -339,6 +342,8 @@ def test_no_reuse_without_probe_rows_and_lenient_policy_passes(tmp_path):
     a = read_json(result.output / "audit.json")
     assert a["provenance"]["base_reused_from_probe"] is False
     assert a["provenance"]["policy"]["max_negative_shift"] == 0.5
+    assert a["collapse"]["exploded"] == [{"answer": "Zed", "base": 0, "adapted": 3}]
+    assert a["metrics"]["exploded_answers"]["adapted"] == 1.0
 
 
 def test_noop_adapters_fail(tmp_path):

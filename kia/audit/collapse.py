@@ -70,15 +70,29 @@ def normalised_entropy(values: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(v.size))
 
 
+def question_counts(per_question: Sequence[Sequence[str]]) -> AnswerCounts:
+    """Per normalised answer, the number of questions that got it with at least one exemplar set."""
+    out = AnswerCounts()
+    for answers in per_question:
+        seen = AnswerCounts.of(answers)
+        out.counts.update(seen.counts.keys())
+        for key, form in seen.surface.items():
+            out.surface.setdefault(key, form)
+    return out
+
+
 def exploded_answers(
     base: AnswerCounts, adapted: AnswerCounts, *, factor: float = 5.0, floor: int = 5
 ) -> list[dict[str, object]]:
-    """Answers the adapted model gives far more often than the base model.
+    """Answers the adapted model gives to far more questions than the base model does.
 
-    exploded ⇔ adapted count >= factor × max(base count, 1) and adapted count >= floor. The factor
-    follows the paper's "predicted far more often than by the default model"; max(·, 1) lets an
-    answer the base model never gave explode too; the floor keeps a 0 → 1 blip from counting.
-    Sorted by adapted count, most frequent first.
+    exploded ⇔ q_adapted >= factor × max(q_base, 1) and q_adapted >= floor, where q is the number
+    of held-out questions that get the answer (`question_counts`). The factor follows the paper's
+    "predicted far more often than by the default model"; max(·, 1) lets an answer the base model
+    never gave explode too; the floor keeps a 0 → 1 blip from counting. Questions, not answer
+    occurrences: the exemplar sets of one question mostly agree, so one question whose answer
+    changed would otherwise look like ten (the paper's 21,036 questions and floor of 850 hid this).
+    Sorted by q_adapted, most first.
     """
     out = []
     for key, n in adapted.counts.items():

@@ -302,7 +302,12 @@ def assemble(
     counts_b = col.AnswerCounts.of(a for ans in kept_b for a in ans)
     counts_a = col.AnswerCounts.of(a for ans in kept_a for a in ans)
     targets = col.normalised_targets(train_answers)
-    exploded = col.exploded_answers(counts_b, counts_a, factor=policy.explosion_factor, floor=policy.explosion_floor)
+    exploded = col.exploded_answers(
+        col.question_counts(kept_b),
+        col.question_counts(kept_a),
+        factor=policy.explosion_factor,
+        floor=policy.explosion_floor,
+    )
     stats_b, stats_a = col.collapse_stats(counts_b), col.collapse_stats(counts_a)
     cb = col.CollapseBootstrap(kept_b, kept_a, targets)
     n_held = len(held.facts)
@@ -338,8 +343,8 @@ def assemble(
         adapted=float(len(exploded)),
         n=stats_a["distinct"],  # type: ignore[arg-type]
         higher_is_better=False,
-        description=f"answers given >= {policy.explosion_factor:g}x as often as by the base model and >= "
-        f"{policy.explosion_floor} times, over the held-out greedy answers",
+        description=f"answers given to >= {policy.explosion_factor:g}x as many held-out questions as by the base "
+        f"model and to >= {policy.explosion_floor} questions",
     )
     for task, b in benchmarks.items():
         metrics[f"benchmark/{task}"] = entry(
@@ -426,6 +431,8 @@ def _fact_row(
         "adapted_p_greedy": p[1],
         "base_answer": s.base[i][0] if s.base[i] else "",
         "adapted_answer": s.adapted[i][0] if s.adapted[i] else "",
+        "base_answers": list(s.base[i]),
+        "adapted_answers": list(s.adapted[i]),
         "base_refused": refused[0],
         "adapted_refused": refused[1],
         "shift": shift,

@@ -30,10 +30,10 @@ class Policy:
     max_negative_shift: float = 0.15  # share of HighlyKnown/MaybeKnown held-out facts that got worse
     max_benchmark_drop: float = 0.05  # accuracy drop per benchmark, judged with its interval
     max_refusal_change: float = 0.10  # |adapted − base| refusal rate on held-out questions
-    max_exploded_answers: int = 3  # answers given >= explosion_factor × as often as by the base model
+    max_exploded_answers: int = 3  # answers given to far more questions than by the base model
     fail_on_noop: bool = True  # an adapter that changes nothing fails
-    explosion_floor: int = 5  # an exploded answer is given at least this many times
-    explosion_factor: float = 5.0  # ... and at least this many times as often as by the base model
+    explosion_floor: int = 5  # an exploded answer is given to at least this many held-out questions
+    explosion_factor: float = 5.0  # ... and to at least this many times as many as by the base model
     refusal_similarity: float = 0.7  # embedding cosine to a refusal example that counts as a refusal
     source: str = "built-in defaults"
 
@@ -192,7 +192,8 @@ def judge(policy: Policy, audit: Mapping[str, Any]) -> tuple[str, list[str], lis
         n_exp = int(exp["adapted"])
         ok = n_exp <= policy.max_exploded_answers
         shown = ", ".join(
-            f"'{e['answer']}' {e['base']} -> {e['adapted']}" for e in audit.get("collapse", {}).get("exploded", [])[:3]
+            f"'{e['answer']}' {e['base']} -> {e['adapted']} questions"
+            for e in audit.get("collapse", {}).get("exploded", [])[:3]
         )
         add(
             "max_exploded_answers",
