@@ -1,0 +1,219 @@
+"""Tier 2: `kia audit` for real on the toy model (CPU): probe a small fact set, build, train a small
+adapter, audit it with the toy lm-eval tasks, and check audit.json end to end.
+
+Set KIA_TEST_TOYWORLD to a folder holding facts.jsonl, model/ and tasks/ to run against another
+toy world (default: datasets/toyworld).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from kia.artifacts import read_json, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = Path(os.environ.get("KIA_TEST_TOYWORLD", ROOT / "datasets" / "toyworld"))
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.skipif(not (TOY / "model" / "config.json").exists(), reason=f"no toy model at {TOY}/model"),
+]
+
+METRIC_KEYS = {"base", "adapted", "delta", "ci_low", "ci_high", "p_value", "n", "higher_is_better", "description"}
+METRICS = {
+    "reliability",
+    "reliability_full",
+    "generalisation",
+    "positive_shift",
+    "negative_shift",
+    "refusal_rate",
+    "distinct_answers",
+    "answer_entropy",
+    "exploded_answers",
+    "target_answer_share",
+}
+
+
+def _subset(path: Path) -> Path:
+    """60 facts: often-seen ones (mostly HighlyKnown), never-seen ones (Unknown) and obscure ones
+    (the model learnt to refuse them)."""
+    rows = [json.loads(line) for line in (TOY / "facts.jsonl").open(encoding="utf-8")]
+    rng = random.Random(0)
+    head = [r for r in rows if r["band"] == "head"]
+    never = [r for r in rows if r["band"] == "never" and not r.get("obscure")]
+    obscure = [r for r in rows if r.get("obscure")]
+    chosen = rng.sample(head, 30) + rng.sample(never, 24) + rng.sample(obscure, 6)
+    path.write_text("".join(json.dumps(r) + "\n" for r in chosen), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory) -> Path:
+    from kia.build import BuildConfig, build
+    from kia.probe import ProbeConfig, probe
+    from kia.train import InjectConfig, inject
+
+    root = tmp_path_factory.mktemp("audit_model")
+    facts = _subset(root / "facts.jsonl")
+    model = str(TOY / "model")
+    probe(ProbeConfig(facts=str(facts), model=model, output=str(root / "probe"), n_sets=3, n_samples=1))
+    summary = read_json(root / "probe" / "summary.json")["counts"]
+    assert summary["Unknown"] >= 20 and summary["HighlyKnown"] >= 20, summary
+    build(BuildConfig(probe=str(root / "probe"), output=str(root / "build"), unknown=20, highly_known=1, heldout=20))
+    inject(
+        InjectConfig(
+            build=str(root / "build"),
+            output=str(root / "adapter"),
+            preset="qlora",
+            quant="none",
+            rank=8,
+            alpha=16,
+            lr=5e-3,
+            epochs=6,
+            batch_size=8,
+            eval_sets=1,
+            heldout_known=5,
+        )
+    )
+    return root / "adapter"
+
+
+@pytest.fixture(scope="module")
+def audited(adapter_dir) -> Path:
+    from kia.audit import AuditConfig, audit
+
+    out = adapter_dir.parent / "audit"
+    result = audit(AuditConfig(adapter=str(adapter_dir), output=str(out), bench_limit=40, n_boot=500, report=False))
+    assert result.verdict in ("PASS", "FAIL")
+    return out
+
+
+def test_audit_json_has_every_key(audited):
+    a = read_json(audited / "audit.json")
+    assert {
+        "verdict",
+        "reasons",
+        "metrics",
+        "shift",
+        "collapse",
+        "refusals",
+        "benchmarks",
+        "sanity",
+        "curve",
+        "examples",
+        "provenance",
+    } <= set(a)
+    assert a["verdict"] in ("PASS", "FAIL") and isinstance(a["reasons"], list)
+    assert METRICS <= set(a["metrics"])
+    for name, m in a["metrics"].items():
+        assert METRIC_KEYS <= set(m), name
+    shift = a["shift"]
+    assert shift["categories"] == ["Unknown", "MaybeKnown", "HighlyKnown"]
+    assert len(shift["matrix"]) == 3 and all(len(row) == 3 for row in shift["matrix"])
+    assert sum(map(sum, shift["matrix"])) == a["metrics"]["heldout_accuracy"]["n"]
+    assert set(shift["positive"]) == {"Unknown->MaybeKnown", "Unknown->HighlyKnown", "MaybeKnown->HighlyKnown"}
+    assert set(shift["negative"]) == {"HighlyKnown->MaybeKnown", "HighlyKnown->Unknown", "MaybeKnown->Unknown"}
+    assert set(shift["reasons"]["positive"]) == {
+        "n",
+        "non_refusal",
+        "explosion",
+        "target_based",
+        "same_relation",
+        "explained",
+    }
+    assert set(shift["reasons"]["negative"]) == {"n", "explosion", "target_based", "same_relation", "explained"}
+    for arm in ("base", "adapted"):
+        assert {"distinct", "mean", "std", "entropy", "top"} <= set(a["collapse"][arm])
+        assert len(a["collapse"][arm]["top"]) <= 10
+    assert set(a["collapse"]) >= {"exploded", "target_share"}
+    assert set(a["refusals"]) == {"base", "adapted", "by_category", "method"}
+    assert set(a["sanity"]) == {"loads", "base_model_matches", "noop", "changed_answers", "lora_b_all_zero"}
+    assert set(a["examples"]) == {"shifted", "collapsed"}
+    prov = a["provenance"]
+    assert {"adapter", "model", "build", "probe", "policy", "base_reused_from_probe", "versions", "seconds"} <= set(
+        prov
+    )
+    assert prov["base_reused_from_probe"] is True  # same model, unquantised, as the probe
+    assert a["curve"] and {"epoch", "loss", "reliability"} <= set(a["curve"][0])
+
+
+def test_the_adapter_learnt_and_is_not_a_noop(audited):
+    a = read_json(audited / "audit.json")
+    rel = a["metrics"]["reliability"]
+    assert rel["adapted"] > rel["base"] + 0.3, rel
+    assert rel["ci_low"] > 0 and rel["n"] == 20
+    assert a["sanity"]["noop"] is False and a["sanity"]["lora_b_all_zero"] is False
+    assert a["sanity"]["changed_answers"] > 0.3
+
+
+def test_benchmarks_with_intervals(audited):
+    a = read_json(audited / "audit.json")
+    assert set(a["benchmarks"]) == {"toy_mc", "toy_arith"}
+    for task, b in a["benchmarks"].items():
+        assert b["n"] == 40
+        assert b["ci_low"] <= b["delta"] <= b["ci_high"] and b["ci_low"] < b["ci_high"]
+        assert 0 <= b["p_value"] <= 1 and 0 <= b["base"] <= 1
+        assert b["forgetting_rate"] == pytest.approx(1 - b["adapted"] / b["base"])
+        assert a["metrics"][f"benchmark/{task}"]["ci_low"] == b["ci_low"]
+
+
+def test_outputs_and_manifest_last(audited, adapter_dir):
+    files = {p.name for p in audited.iterdir() if not p.name.startswith(".")}
+    assert {"audit.json", "per_fact.jsonl", "manifest.json"} <= files
+    manifest = read_json(audited / "manifest.json")
+    assert manifest["stage"] == "audit"
+    assert all((audited / "manifest.json").stat().st_mtime >= (audited / f).stat().st_mtime for f in files)
+    rows = read_jsonl(audited / "per_fact.jsonl")
+    build = adapter_dir.parent / "build"
+    expected = sum(len(read_jsonl(build / f"eval_{s}.jsonl")) for s in ("injected", "paraphrase", "heldout"))
+    assert len(rows) == expected
+    assert {
+        "split",
+        "id",
+        "question",
+        "answers",
+        "relation",
+        "base_category",
+        "adapted_category",
+        "base_answer",
+        "adapted_answer",
+        "base_refused",
+        "adapted_refused",
+        "reasons",
+    } <= set(rows[0])
+
+
+def test_untrained_adapter_is_a_noop_and_fails(adapter_dir, tmp_path):
+    """A freshly initialised LoRA adapter (B = 0) changes nothing: the default policy fails it."""
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kia.audit import AuditConfig, audit
+
+    noop = tmp_path / "noop"
+    model = AutoModelForCausalLM.from_pretrained(str(TOY / "model"))
+    get_peft_model(model, LoraConfig(r=2, target_modules=["up_proj"])).save_pretrained(noop)
+    shutil.copy(adapter_dir / "manifest.json", noop / "manifest.json")
+    result = audit(
+        AuditConfig(adapter=str(noop), output=str(tmp_path / "audit"), benchmarks=("none",), n_boot=200, report=False)
+    )
+    a = read_json(tmp_path / "audit" / "audit.json")
+    assert a["sanity"]["lora_b_all_zero"] is True and a["sanity"]["noop"] is True
+    assert a["sanity"]["changed_answers"] == 0.0
+    assert result.verdict == "FAIL" and any("no-op" in r for r in result.reasons)
+    assert a["benchmarks"] == {}
+
+
+def test_refusal_detector_with_embeddings():
+    from kia.audit.metrics import RefusalDetector
+
+    det = RefusalDetector(similarity=0.7)
+    flags = det.flags(["I have no clue", "I don't remember", "Sourninmouth", "Paris", "Unknown Pleasures", "42"])
+    assert flags == [True, True, False, False, False, False]
+    assert "all-MiniLM-L6-v2" in det.method
