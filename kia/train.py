@@ -19,6 +19,7 @@ Note that `accelerate launch --cpu --num_processes 2` starts ONE process unless 
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,8 +64,11 @@ class InjectConfig:
     rslora: bool | None = None
     seed: int = 0
     stop_at_reliability: float | None = None
-    eval_sets: int = 3
-    heldout_known: int = 50
+    # The per-epoch curve watches training; the audit measures reliability in full. Evaluating
+    # every injected fact with 3 sets cost the toy runs 4x the training time itself.
+    eval_sets: int = 1
+    eval_facts: int = 200  # 0: all injected facts
+    heldout_known: int = 20
     max_length: int = 256
     resume: bool = False
     overwrite: bool = False
@@ -86,8 +90,8 @@ class InjectConfig:
             raise ConfigError(f"unknown --loss '{self.loss}'; choose full or answer")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.eval_sets < 1 or self.heldout_known < 0:
-            raise ConfigError("--eval-sets must be at least 1 and --heldout-known at least 0")
+        if self.eval_sets < 1 or self.heldout_known < 0 or self.eval_facts < 0:
+            raise ConfigError("--eval-sets must be at least 1, --eval-facts and --heldout-known at least 0")
         if self.resume and self.overwrite:
             raise ConfigError("--resume continues a run and --overwrite starts over: pass one of them")
 
@@ -298,6 +302,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
         data = [{k: v[: config.max_length] for k, v in d.items()} for d in data]
         n_tokens = sum(len(d["input_ids"]) for d in data)
         injected, known, sets = load_eval_facts(build_dir, config.heldout_known, config.seed)
+        if config.eval_facts and len(injected) > config.eval_facts:
+            injected = random.Random(config.seed).sample(injected, config.eval_facts)
         callback = ReliabilityCallback(
             model, tokenizer, injected, known, sets, out / "train_log.jsonl",
             n_sets=config.eval_sets, stop_at=config.stop_at_reliability, progress=progress if main else None,

@@ -42,11 +42,20 @@ from kia.cli import json_option
     "--stop-at-reliability", type=float, default=None, help="Stop once reliability on the injected facts reaches this."
 )
 @click.option(
-    "--eval-sets", default=3, show_default=True, help="Exemplar sets for the per-epoch reliability (the paper: 10)."
+    "--eval-sets",
+    default=1,
+    show_default=True,
+    help="Exemplar sets for the per-epoch reliability (the audit uses all 10, as the paper).",
+)
+@click.option(
+    "--eval-facts",
+    default=200,
+    show_default=True,
+    help="Injected facts (a seeded sample) re-asked each epoch; 0 for all of them.",
 )
 @click.option(
     "--heldout-known",
-    default=50,
+    default=20,
     show_default=True,
     help="Held-out HighlyKnown facts re-asked each epoch (forgetting as it happens); 0 to skip.",
 )
