@@ -33,7 +33,7 @@ P_GREEDY = {"Unknown": 0.0, "MaybeKnown": 0.5, "HighlyKnown": 1.0}
 SPLITS = ("train", "eval_injected", "eval_paraphrase", "eval_heldout")
 
 
-def make_probe_dir(folder: Path, per_relation: int = 60, facts_file: Path | None = None) -> Path:
+def make_probe_dir(folder: Path, per_relation: int = 120, facts_file: Path | None = None) -> Path:
     """A finished probe folder of the toy world, categories given by exposure band (no model run).
 
     Every third never-shown fact is WeaklyKnown (P_sample > 0), which the three-way label folds into
@@ -53,7 +53,7 @@ def make_probe_dir(folder: Path, per_relation: int = 60, facts_file: Path | None
             "relation": f["relation"], "object": f["object"], "domain": f["domain"], "paraphrases": f["paraphrases"],
             "extra": json.dumps({"exposure": f["exposure"], "band": f["band"]}), "category": cat,
             "slick_category": slick, "p_greedy": P_GREEDY[cat], "p_sample": 0.1 if slick == "WeaklyKnown" else None,
-            "answer": f["object"], "refused": False,
+            "answer": "I don't know." if f.get("obscure") else f["object"], "refused": bool(f.get("obscure")),
         })  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(rows).write_parquet(folder / "facts.parquet")
@@ -93,12 +93,13 @@ def run(probe_dir: Path, out: Path, **kw):
 
 
 def test_every_requested_count_is_honoured(probe_dir, tmp_path):
-    r = run(probe_dir, tmp_path / "b", unknown=20, highly_known=2, paraphrases=3, maybe_known=1, heldout=60)
+    r = run(probe_dir, tmp_path / "b", unknown=20, highly_known=2, paraphrases=3, maybe_known=1, heldout=60,
+            max_top_share=0.1)  # fmt: skip
     out = tmp_path / "b"
     train = read(out / "train.jsonl")
-    assert r.kinds == {"unknown": 20, "paraphrase": 60, "highly_known": 40, "maybe_known": 20}
+    assert r.kinds == {"unknown": 20, "paraphrase": 60, "highly_known": 40, "maybe_known": 20, "refusal": 0}
     assert r.counts == {"train": 140, "eval_injected": 20, "eval_paraphrase": 20, "eval_heldout": 60}
-    assert not r.warnings  # 20 x 3 paraphrases, 20 x 1 held back, and every answer is 1/140 of the rows
+    assert not r.warnings  # 20 x 3 paraphrases, 20 x 1 held back, no answer above 10 % of the rows
     per_fact = Counter(t["fact_id"] for t in train if t["kind"] == "paraphrase")
     assert len(train) == 140 and len({t["id"] for t in train}) == 140
     assert all(set(t) == {"messages", "id", "fact_id", "kind", "question", "answer"} for t in train)
@@ -131,16 +132,24 @@ def test_every_requested_count_is_honoured(probe_dir, tmp_path):
     assert json.loads((out / "bias.json").read_text())["rows"] == 140
 
 
+def categories(probe_dir: Path) -> Counter:
+    return Counter(pl.read_parquet(probe_dir / "facts.parquet")["category"].to_list())
+
+
 def test_weakly_known_facts_count_as_unknown_and_asking_too_many_names_what_is_there(probe_dir, tmp_path):
-    # 144 never-shown facts: a third of them WeaklyKnown, all of them Unknown in the three-way label.
-    r = run(probe_dir, tmp_path / "all", unknown=144, heldout=0)
-    assert r.counts["eval_injected"] == 144
-    with pytest.raises(ConfigError, match=r"asked for 145 Unknown facts, but the probe has only 144"):
-        run(probe_dir, tmp_path / "b", unknown=145)
-    with pytest.raises(ConfigError, match=r"600 HighlyKnown .* only 144; with --unknown 60 use --highly-known 2"):
-        run(probe_dir, tmp_path / "b", unknown=60, highly_known=10)
-    with pytest.raises(ConfigError, match="MaybeKnown facts .* only 192"):
-        run(probe_dir, tmp_path / "b", unknown=100, maybe_known=2)
+    # The never-shown facts: a third of them WeaklyKnown, all of them Unknown in the three-way label.
+    n = categories(probe_dir)
+    uk, hk, mk = n["Unknown"], n["HighlyKnown"], n["MaybeKnown"]
+    r = run(probe_dir, tmp_path / "all", unknown=uk, heldout=0)
+    assert r.counts["eval_injected"] == uk
+    with pytest.raises(ConfigError, match=rf"asked for {uk + 1} Unknown facts, but the probe has only {uk}"):
+        run(probe_dir, tmp_path / "b", unknown=uk + 1)
+    with pytest.raises(
+        ConfigError, match=rf"{hk * 10} HighlyKnown .* only {hk}; with --unknown {hk} use --highly-known 1"
+    ):
+        run(probe_dir, tmp_path / "b", unknown=hk, highly_known=10)
+    with pytest.raises(ConfigError, match=f"MaybeKnown facts .* only {mk}"):
+        run(probe_dir, tmp_path / "b", unknown=100, maybe_known=mk // 100 + 1)
     assert not (tmp_path / "b").exists()  # the recipe is checked before the output folder is touched
 
 
@@ -156,8 +165,8 @@ def test_no_fact_or_question_of_training_is_in_a_heldout_split(probe_dir, tmp_pa
         assert not questions & {normalize(r["question"]) for r in rows}, split
         assert not ids & {r["id"] for r in rows}, split
     heldout = read(out / "eval_heldout.jsonl")
-    # all 480 facts less the 40 + 80 + 40 trained ones: fewer than asked, so all of them
-    assert len(heldout) == 480 - 160
+    # all the facts less the 40 + 80 + 40 trained ones: fewer than asked, so all of them
+    assert len(heldout) == sum(categories(probe_dir).values()) - 160
 
 
 def test_same_seed_same_bytes_and_another_seed_other_picks(probe_dir, tmp_path):
@@ -312,4 +321,22 @@ def test_cli_end_to_end(probe_dir, tmp_path):
     data = json.loads(res.output)
     assert data["counts"]["train"] == 120 and data["kinds"]["highly_known"] == 100 and data["warnings"] == []
     res = CliRunner().invoke(cli(), ["build", str(probe_dir), "-o", str(tmp_path / "c"), "--unknown", "999"])
-    assert res.exit_code == 2 and "only 144" in res.output
+    assert res.exit_code == 2 and f"only {categories(probe_dir)['Unknown']}" in res.output
+
+
+def test_refusals_replay_the_base_models_own_refusal(probe_dir, tmp_path):
+    plain = run(probe_dir, tmp_path / "plain", unknown=10)
+    r = run(probe_dir, tmp_path / "b", unknown=10, refusals=2)
+    train = read(tmp_path / "b" / "train.jsonl")
+    refusals = [t for t in train if t["kind"] == "refusal"]
+    assert r.kinds["refusal"] == 20 and len(refusals) == 20
+    assert all(t["answer"] == "I don't know." for t in refusals)
+    assert refusals[0]["messages"][-1] == {"role": "assistant", "content": "Answer: I don't know."}
+    injected = {x["id"] for x in read(tmp_path / "b" / "eval_injected.jsonl")}
+    assert injected == {x["id"] for x in read(tmp_path / "plain" / "eval_injected.jsonl")}  # same facts injected
+    assert not injected & {t["fact_id"] for t in refusals}
+    heldout = {x["id"] for x in read(tmp_path / "b" / "eval_heldout.jsonl")}
+    assert not heldout & {t["fact_id"] for t in refusals}
+    assert plain.kinds["refusal"] == 0
+    with pytest.raises(ConfigError, match="refused Unknown"):
+        run(probe_dir, tmp_path / "c", unknown=10, refusals=1000)
