@@ -1,0 +1,230 @@
+"""The audit's inputs and its two arms: which model, build and probe folders an adapter points
+to, the evaluation splits, and the greedy answers of every fact with every exemplar set, adapter
+off and on (the base arm continued from the probe run's answers when that run is reusable)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kia.artifacts import read_jsonl, read_manifest, sha256_file
+from kia.audit import metrics as met
+from kia.engines import Engine, Sampling
+from kia.errors import ArtifactError
+from kia.facts import Fact
+from kia.matching import extract_answer
+from kia.prompts import ExemplarSets, PromptBuilder
+
+if TYPE_CHECKING:
+    from kia.audit import AuditConfig
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Inputs:
+    adapter: Path
+    model: str
+    build: Path
+    probe: Path
+    probe_manifest: dict[str, Any]
+    quant: str
+    trained_quant: str | None
+    curve: list[dict[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def _locate(recorded: str, referrer: Path) -> Path:
+    """A folder a manifest names: as written (relative to the working directory then), else relative
+    to the folder holding the manifest or one of its parents (the run moved, or runs from elsewhere)."""
+    path = Path(recorded)
+    if path.exists() or path.is_absolute():
+        return path
+    for base in referrer.resolve().parents:
+        if (base / path).exists():
+            return base / path
+    return path
+
+
+def resolve_inputs(config: AuditConfig) -> Inputs:
+    adapter = Path(config.adapter)
+    manifest = read_manifest(adapter, "inject")
+    cfg = manifest.get("config") or {}
+    recorded = cfg.get("build") or manifest.get("build")
+    if not (config.build or recorded):
+        raise ArtifactError(f"{adapter}/manifest.json names no build folder; pass --build")
+    build = Path(config.build) if config.build else _locate(str(recorded), adapter / "manifest.json")
+    build_manifest = read_manifest(build, "build")
+    model = config.model or manifest.get("model") or cfg.get("model") or build_manifest.get("model")
+    if not model:
+        raise ArtifactError(f"{adapter}/manifest.json names no base model; pass --model")
+    recorded = ((build_manifest.get("inputs") or {}).get("probe") or {}).get("path")
+    if not (config.probe or recorded):
+        raise ArtifactError(f"{build}/manifest.json names no probe folder; pass --probe")
+    probe = Path(config.probe) if config.probe else _locate(str(recorded), build / "manifest.json")
+    probe_manifest = read_manifest(probe, "probe")
+    # The unquantised base by default: the probe measured it, and it is what a merged or bf16
+    # deployment runs; --quant nf4 audits on the 4-bit base of QLoRA training instead.
+    quant = config.quant
+    curve = (
+        read_jsonl(adapter / "train_log.jsonl")
+        if (adapter / "train_log.jsonl").exists()
+        else manifest.get("curve") or []
+    )
+    return Inputs(adapter, str(model), build, probe, probe_manifest, quant, cfg.get("quant"), list(curve))
+
+
+def load_split(build: Path, name: str) -> met.Arms:
+    path = build / f"eval_{name}.jsonl"
+    if not path.exists():
+        if name == "paraphrase":
+            return met.Arms(name, [], [])
+        raise ArtifactError(f"{build}: no eval_{name}.jsonl; rebuild it with `kia build`")
+    rows = read_jsonl(path)
+    facts = []
+    for r in rows:
+        f = Fact.from_dict(r)
+        # A paraphrase is prompted as its source fact, so the exemplar sets swap out that fact too.
+        facts.append(dataclasses.replace(f, id=str(r["source_id"])) if r.get("source_id") else f)
+    return met.Arms(name, rows, facts)
+
+
+def exemplar_sets(inputs: Inputs) -> ExemplarSets:
+    for folder in (inputs.build, inputs.probe):
+        if (folder / "exemplars.json").exists():
+            import json
+
+            return ExemplarSets.from_json(json.loads((folder / "exemplars.json").read_text(encoding="utf-8")))
+    raise ArtifactError(f"neither {inputs.build} nor {inputs.probe} holds exemplars.json (the probe's prompts)")
+
+
+def _same_model(recorded: dict[str, Any], model: str) -> bool:
+    rid = str(recorded.get("id") or "")
+    if not rid:
+        return False
+    if rid != model and not (
+        Path(rid).exists() and Path(model).exists() and Path(rid).resolve() == Path(model).resolve()
+    ):
+        return False
+    cfg = Path(model) / "config.json"
+    if recorded.get("config_sha256") and cfg.exists() and sha256_file(cfg) != recorded["config_sha256"]:
+        return False
+    weights = sorted(Path(model).glob("*.safetensors")) if Path(model).is_dir() else []
+    if recorded.get("weights_sha256") and len(weights) == 1 and sha256_file(weights[0]) != recorded["weights_sha256"]:
+        return False
+    return True
+
+
+def _reuse_check(inputs: Inputs, config: AuditConfig) -> tuple[bool, str]:
+    """Whether the probe run's greedy answers are this audit's base arm (same model and settings)."""
+    pm = inputs.probe_manifest
+    pc = pm.get("config") or {}
+    if not config.reuse_probe:
+        return False, "reuse turned off"
+    if not _same_model(pm.get("model") or {}, inputs.model):
+        return False, f"the probe ran another model ({(pm.get('model') or {}).get('id')})"
+    if (pc.get("quant") or "none") != inputs.quant:
+        return False, f"the probe loaded the model with quant={pc.get('quant')}, the audit with quant={inputs.quant}"
+    if (pc.get("engine") or "hf") != config.engine:
+        return False, f"the probe used the {pc.get('engine')} engine"
+    if pc.get("adapter"):
+        return False, "the probe ran through an adapter"
+    if not (inputs.probe / "facts.parquet").exists():
+        return False, "the probe folder has no facts.parquet"
+    return True, "same model, quantisation, engine and probe settings"
+
+
+# ------------------------------------------------------------------------------------- generation
+
+
+def greedy_answers(
+    engine: Engine,
+    facts: Sequence[Fact],
+    sets: ExemplarSets,
+    pc: dict[str, Any],
+    *,
+    adapter: bool,
+    prior: Sequence[Sequence[str]] | None = None,
+) -> list[list[str]]:
+    """Greedy answers of every fact with every exemplar set (the probe's prompts), continuing from
+    `prior` answers where given (the probe's lazy schedule may have stopped a fact early)."""
+    n_sets = int(pc.get("n_sets", 10))
+    answers = [list(p)[:n_sets] for p in prior] if prior is not None else [[] for _ in facts]
+    build = PromptBuilder(engine)
+    todo = [(i, s) for i, f in enumerate(facts) for s in range(len(answers[i]), n_sets)]
+    prompts = [build([(e.question, e.answer) for e in sets.for_fact(facts[i], s)], facts[i].question) for i, s in todo]
+    sampling = Sampling(
+        n=1, temperature=0.0, max_new_tokens=int(pc.get("max_new_tokens", 32)), seed=int(pc.get("seed", 0))
+    )
+    outs = engine.generate(prompts, sampling, adapter=adapter) if prompts else []
+    for (i, _), out in zip(todo, outs, strict=True):
+        answers[i].append(extract_answer(out[0]))
+    return answers
+
+
+def _probe_answers(inputs: Inputs, facts: Sequence[Fact]) -> list[list[str]] | None:
+    """The probe run's greedy answers for `facts`, or None if any fact is missing or reworded."""
+    import polars as pl
+
+    table = pl.read_parquet(inputs.probe / "facts.parquet", columns=["id", "question", "greedy_answers"])
+    rows = {r["id"]: r for r in table.iter_rows(named=True)}
+    out = []
+    for f in facts:
+        r = rows.get(f.id)
+        if r is None or r["question"] != f.question:
+            return None
+        out.append(list(r["greedy_answers"] or []))
+    return out
+
+
+def lora_b_all_zero(adapter: Path) -> bool:
+    """True when every LoRA B matrix in the adapter's weights is exactly zero (peft initialises B to
+    zero, so such an adapter is the base model unchanged: it never trained)."""
+    from safetensors import safe_open
+
+    path = adapter / "adapter_model.safetensors"
+    if not path.exists():
+        return False
+    with safe_open(str(path), framework="pt") as fh:
+        keys = [k for k in fh.keys() if "lora_B" in k]
+        return bool(keys) and all(not fh.get_tensor(k).any() for k in keys)
+
+
+def run_arms(
+    engine: Engine,
+    splits: dict[str, met.Arms],
+    sets: ExemplarSets,
+    pc: dict[str, Any],
+    inputs: Inputs,
+    config: AuditConfig,
+    say: Progress,
+) -> tuple[bool, str]:
+    """Fill every split's base and adapted answers; return (base arm reused from the probe, why)."""
+    reusable, note = _reuse_check(inputs, config)
+    prior: dict[str, list[list[str]] | None] = {}
+    if reusable:
+        for name in ("injected", "heldout"):
+            prior[name] = _probe_answers(inputs, splits[name].facts)
+        if prior["heldout"] is None or prior["injected"] is None:
+            reusable, note = False, "some evaluated facts are not in the probe run"
+        else:
+            # Spot check: the first exemplar set's answers must come out the same here.
+            facts = splits["heldout"].facts[:8]
+            fresh = greedy_answers(engine, facts, sets, {**pc, "n_sets": 1}, adapter=False)
+            differ = sum(p[:1] != f for p, f in zip(prior["heldout"], fresh, strict=False) if p)
+            if differ:
+                reusable, note = False, f"spot check: {differ} of {len(facts)} base answers differ from the probe run's"
+    for name, split in splits.items():
+        if not split.facts:
+            continue
+        reuse = prior.get(name) if reusable else None
+        say(f"{name} ({len(split.facts)} facts): base arm" + (" (continuing the probe run's answers)" if reuse else ""))
+        split.base = greedy_answers(engine, split.facts, sets, pc, adapter=False, prior=reuse)
+        say(f"{name} ({len(split.facts)} facts): adapted arm")
+        split.adapted = greedy_answers(engine, split.facts, sets, pc, adapter=True)
+    return reusable, note
