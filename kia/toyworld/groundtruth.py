@@ -16,7 +16,7 @@ def groundtruth_report(probe_dir: str | Path) -> dict[str, Any]:
     import polars as pl
 
     table = pl.read_parquet(Path(probe_dir) / "facts.parquet")
-    extra = table["extra"].map_elements(json.loads, return_dtype=pl.Object)
+    extra = [json.loads(e) for e in table["extra"]]
     table = table.with_columns(
         pl.Series("exposure", [e.get("exposure") for e in extra]),
         pl.Series("obscure", [bool(e.get("obscure")) for e in extra]),
