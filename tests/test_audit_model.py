@@ -217,3 +217,37 @@ def test_refusal_detector_with_embeddings():
     flags = det.flags(["I have no clue", "I don't remember", "Sourninmouth", "Paris", "Unknown Pleasures", "42"])
     assert flags == [True, True, False, False, False, False]
     assert "all-MiniLM-L6-v2" in det.method
+
+
+def test_killed_audit_reruns_to_the_same_result(adapter_dir, audited, tmp_path):
+    """SIGKILL an audit part-way, run the same audit again into the same folder: it is accepted
+    (no manifest, so not taken as complete; the lock died with the process) and its audit.json
+    equals an uninterrupted run's, provenance timings aside."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    call = (
+        "from kia.audit import AuditConfig, audit; "
+        f"audit(AuditConfig(adapter={str(adapter_dir)!r}, output={str(out)!r}, bench_limit=40, n_boot=500, "
+        "report=False))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", call], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / ".kia.lock").exists() and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(random.Random(0).uniform(3, 10))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the audit finished before it was killed; kill it sooner"
+
+    from kia.audit import AuditConfig, audit
+
+    audit(AuditConfig(adapter=str(adapter_dir), output=str(out), bench_limit=40, n_boot=500, report=False))
+    again, first = read_json(out / "audit.json"), read_json(audited / "audit.json")
+    for a in (again, first):
+        a.pop("provenance")
+    assert again == first
+    assert read_jsonl(out / "per_fact.jsonl") == read_jsonl(audited / "per_fact.jsonl")
