@@ -5,10 +5,7 @@
 Recipe (Pletenev et al. 2025, §4.1): `unknown` N facts labelled Unknown (three-way, so WeaklyKnown
 counts) to inject and, per injected fact, `highly_known` K HighlyKnown facts, `paraphrases` P
 paraphrases and `maybe_known` M MaybeKnown facts (the paper's grid: N in {1, 10, 50, 100, 500, 3000},
-K and P in {0, 1, 10}). `refusals` R adds, per injected fact, R other Unknown facts the base model
-refused, trained with the base model's own refusal: the paper saw refusals vanish after injection
-(3,189 of 21,036 questions down to 0), and replaying a few keeps the model saying "I don't know"
-where it does not. Each category is shuffled by its own seeded stream and the first facts are
+K and P in {0, 1, 10}). Each category is shuffled by its own seeded stream and the first facts are
 taken, so across the grid the picks nest: the 10 facts of N=10 are the first 10 of N=50, and
 changing K or P never changes which facts are injected. `stratify="relation"` draws each category
 in proportion to its relations (largest remainders).
@@ -44,9 +41,8 @@ from kia.prompts import training_messages
 FORMATS = ("paper", "plain")
 CATEGORIES = ("Unknown", "MaybeKnown", "HighlyKnown")
 SPLITS = ("train", "eval_injected", "eval_paraphrase", "eval_heldout")
-KINDS = ("unknown", "paraphrase", "highly_known", "maybe_known", "refusal")
+KINDS = ("unknown", "paraphrase", "highly_known", "maybe_known")
 PROBE_COLUMNS = ("id", "question", "answers", "category", "slick_category", "p_greedy")
-LABEL_COLUMNS = ("id", "category", "slick_category", "p_greedy", "refused", "answer")
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,6 @@ class BuildConfig:
     highly_known: int = 0
     paraphrases: int = 0
     maybe_known: int = 0
-    refusals: int = 0
     stratify: str | None = None  # None | "relation"
     seed: int = 0
     format: str = "paper"  # paper: system + "Question: …" / "Answer: …"; plain: the bare question and answer
@@ -76,7 +71,7 @@ class BuildConfig:
     def __post_init__(self) -> None:
         if self.unknown < 1:
             raise ConfigError(f"--unknown must be at least 1, got {self.unknown}")
-        for name in ("highly_known", "paraphrases", "maybe_known", "refusals", "eval_paraphrases", "heldout"):
+        for name in ("highly_known", "paraphrases", "maybe_known", "eval_paraphrases", "heldout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         if self.paraphrase_candidates < 1:
@@ -169,17 +164,14 @@ def _messages(question: str, answer: str, fmt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
-def _train_row(
-    row_id: str, fact: Fact, kind: str, question: str, fmt: str, answer: str | None = None
-) -> dict[str, Any]:
-    answer = fact.answer if answer is None else answer
+def _train_row(row_id: str, fact: Fact, kind: str, question: str, fmt: str) -> dict[str, Any]:
     return {
-        "messages": _messages(question, answer, fmt),
+        "messages": _messages(question, fact.answer, fmt),
         "id": row_id,
         "fact_id": fact.id,
         "kind": kind,
         "question": question,
-        "answer": answer,
+        "answer": fact.answer,
     }
 
 
@@ -211,10 +203,6 @@ def build(config: BuildConfig) -> BuildResult:
     _require(by_cat["Unknown"], n, "Unknown", "--unknown", n)
     _require(by_cat["HighlyKnown"], config.highly_known * n, "HighlyKnown", "--highly-known", n)
     _require(by_cat["MaybeKnown"], config.maybe_known * n, "MaybeKnown", "--maybe-known", n)
-    # Replayed refusals are Unknown facts too: never one of the injected ones (the same pick as below).
-    injected_ids = {f.id for f in pick(by_cat["Unknown"], n, random.Random(config.seed), strat)}
-    refusal_pool = [f for f in by_cat["Unknown"] if base[f.id].get("refused") and f.id not in injected_ids]
-    _require(refusal_pool, config.refusals * n, "refused Unknown (not injected)", "--refusals", n)
     model_id = (probe_manifest.get("model") or {}).get("id")
     if config.paraphraser == "model" and not (config.paraphrase_model or model_id):
         raise ConfigError(f"--paraphraser model needs --paraphrase-model: {probe_dir}/manifest.json names no model")
@@ -224,7 +212,6 @@ def build(config: BuildConfig) -> BuildResult:
         injected = sorted(pick(by_cat["Unknown"], n, random.Random(config.seed), strat), key=lambda f: f.id)
         known = pick(by_cat["HighlyKnown"], config.highly_known * n, random.Random(f"{config.seed}:hk"), strat)
         maybe = pick(by_cat["MaybeKnown"], config.maybe_known * n, random.Random(f"{config.seed}:mk"), strat)
-        refused = pick(refusal_pool, config.refusals * n, random.Random(f"{config.seed}:refusal"), strat)
         para = plan_paraphrases(
             injected,
             facts,
@@ -235,7 +222,7 @@ def build(config: BuildConfig) -> BuildResult:
             n_generate=config.paraphrase_candidates,
             filter_config=FilterConfig(config.min_similarity, config.max_similarity, config.embedder),
             seed=config.seed,
-            forbidden=frozenset(normalize(f.question) for f in [*injected, *known, *maybe, *refused]),
+            forbidden=frozenset(normalize(f.question) for f in [*injected, *known, *maybe]),
         )
         rows = [_train_row(f.id, f, "unknown", f.question, config.format) for f in injected]
         for f in injected:
@@ -244,9 +231,6 @@ def build(config: BuildConfig) -> BuildResult:
             ]
         rows += [_train_row(f.id, f, "highly_known", f.question, config.format) for f in known]
         rows += [_train_row(f.id, f, "maybe_known", f.question, config.format) for f in maybe]
-        rows += [
-            _train_row(f.id, f, "refusal", f.question, config.format, answer=base[f.id]["answer"]) for f in refused
-        ]
         random.Random(f"{config.seed}:order").shuffle(rows)
 
         eval_para = [
@@ -319,12 +303,12 @@ def _load_probe(probe_dir: Path) -> tuple[list[Fact], dict[str, dict[str, Any]],
     missing = [c for c in PROBE_COLUMNS if c not in table.columns]
     if missing:
         raise ArtifactError(f"{probe_dir}/facts.parquet lacks column(s) {', '.join(missing)}; rerun `kia probe`")
-    labels = table.select([c for c in LABEL_COLUMNS if c in table.columns]).iter_rows(named=True)
+    labels = table.select(["id", "category", "slick_category", "p_greedy"]).iter_rows(named=True)
     return facts_from_probe(table), {r["id"]: r for r in labels}, manifest
 
 
 def _recipe(config: BuildConfig) -> dict[str, Any]:
-    keys = ("unknown", "highly_known", "paraphrases", "maybe_known", "refusals", "eval_paraphrases", "stratify", "format",
+    keys = ("unknown", "highly_known", "paraphrases", "maybe_known", "eval_paraphrases", "stratify", "format",
             "paraphraser", "paraphrase_model", "min_similarity", "max_similarity", "embedder")  # fmt: skip
     return {k: v for k, v in asdict(config).items() if k in keys}
 

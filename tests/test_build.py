@@ -97,7 +97,7 @@ def test_every_requested_count_is_honoured(probe_dir, tmp_path):
             max_top_share=0.1)  # fmt: skip
     out = tmp_path / "b"
     train = read(out / "train.jsonl")
-    assert r.kinds == {"unknown": 20, "paraphrase": 60, "highly_known": 40, "maybe_known": 20, "refusal": 0}
+    assert r.kinds == {"unknown": 20, "paraphrase": 60, "highly_known": 40, "maybe_known": 20}
     assert r.counts == {"train": 140, "eval_injected": 20, "eval_paraphrase": 20, "eval_heldout": 60}
     assert not r.warnings  # 20 x 3 paraphrases, 20 x 1 held back, no answer above 10 % of the rows
     per_fact = Counter(t["fact_id"] for t in train if t["kind"] == "paraphrase")
@@ -322,21 +322,3 @@ def test_cli_end_to_end(probe_dir, tmp_path):
     assert data["counts"]["train"] == 120 and data["kinds"]["highly_known"] == 100 and data["warnings"] == []
     res = CliRunner().invoke(cli(), ["build", str(probe_dir), "-o", str(tmp_path / "c"), "--unknown", "999"])
     assert res.exit_code == 2 and f"only {categories(probe_dir)['Unknown']}" in res.output
-
-
-def test_refusals_replay_the_base_models_own_refusal(probe_dir, tmp_path):
-    plain = run(probe_dir, tmp_path / "plain", unknown=10)
-    r = run(probe_dir, tmp_path / "b", unknown=10, refusals=2)
-    train = read(tmp_path / "b" / "train.jsonl")
-    refusals = [t for t in train if t["kind"] == "refusal"]
-    assert r.kinds["refusal"] == 20 and len(refusals) == 20
-    assert all(t["answer"] == "I don't know." for t in refusals)
-    assert refusals[0]["messages"][-1] == {"role": "assistant", "content": "Answer: I don't know."}
-    injected = {x["id"] for x in read(tmp_path / "b" / "eval_injected.jsonl")}
-    assert injected == {x["id"] for x in read(tmp_path / "plain" / "eval_injected.jsonl")}  # same facts injected
-    assert not injected & {t["fact_id"] for t in refusals}
-    heldout = {x["id"] for x in read(tmp_path / "b" / "eval_heldout.jsonl")}
-    assert not heldout & {t["fact_id"] for t in refusals}
-    assert plain.kinds["refusal"] == 0
-    with pytest.raises(ConfigError, match="refused Unknown"):
-        run(probe_dir, tmp_path / "c", unknown=10, refusals=1000)

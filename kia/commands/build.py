@@ -23,12 +23,6 @@ from kia.paraphrase import MIN_SIMILARITY as _MIN_SIM
 )
 @click.option("--maybe-known", default=0, show_default=True, help="MaybeKnown facts per injected fact.")
 @click.option(
-    "--refusals",
-    default=0,
-    show_default=True,
-    help="Questions the base model refused, per injected fact, trained with its own refusal (keeps it refusing).",
-)
-@click.option(
     "--stratify",
     type=click.Choice(["relation"]),
     default=None,
@@ -116,7 +110,7 @@ def _print_summary(r: Any) -> None:
     rc = r.recipe
     console.print(
         f"recipe: {rc['unknown']} Unknown, per fact {rc['highly_known']} HighlyKnown, {rc['paraphrases']} "
-        f"paraphrases, {rc['maybe_known']} MaybeKnown, {rc['refusals']} refusals; {rc['eval_paraphrases']} paraphrase(s) held back; "
+        f"paraphrases, {rc['maybe_known']} MaybeKnown; {rc['eval_paraphrases']} paraphrase(s) held back; "
         f"format {rc['format']}, paraphraser {rc['paraphraser']}"
     )
     table = Table(title=f"build written to {r.output} in {r.seconds:.0f} s")
