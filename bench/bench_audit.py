@@ -45,6 +45,7 @@ def plain_greedy(model, tokenizer, prompts: list[str]) -> list[str]:
 
 
 def baseline(adapter: Path, model_id: str, facts: list, sets, plan, manager, limit: int | None) -> dict:
+    import torch
     from lm_eval import simple_evaluate
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -80,6 +81,7 @@ def baseline(adapter: Path, model_id: str, facts: list, sets, plan, manager, lim
                 limit=limit,
                 bootstrap_iters=0,
                 batch_size=32,
+                device="cuda" if torch.cuda.is_available() else "cpu",
             )
         groups = result.get("group_subtasks", {})
         scores[arm] = {
@@ -126,11 +128,16 @@ def main() -> None:
             rows = {(r["split"], r["id"]): r for r in read_jsonl(out / "per_fact.jsonl")}
             kia_answers[name] = rows
             a = read_json(out / "audit.json")
-            same_answers = all(
-                rows[k]["base_answers"] == b["answers"]["base"][i]
-                and rows[k]["adapted_answers"] == b["answers"]["adapted"][i]
+            pairs = [
+                (arm, rows[k][f"{arm}_answers"][s], b["answers"][arm][i][s])
                 for i, k in enumerate(keys)
-            )
+                for arm in ("base", "adapted")
+                for s in range(10)
+            ]
+            differ = [p for p in pairs if p[1] != p[2]]
+            runs[name]["greedy_answers_equal"] = f"{len(pairs) - len(differ)}/{len(pairs)}"
+            runs[name]["differing_examples"] = differ[:5]
+            same_answers = not differ
             bench_same = all(
                 abs(a["benchmarks"][s.name]["base"] - _acc(b["scores"]["base"], s.name)) < 1e-9
                 and abs(a["benchmarks"][s.name]["adapted"] - _acc(b["scores"]["adapted"], s.name)) < 1e-9
