@@ -364,7 +364,15 @@ def read_probe(folder: str | Path) -> Any:
 
 def load_exemplar_sets(folder: str | Path) -> ExemplarSets:
     """The exemplar sets a probe run used, so later stages build the very same prompts."""
-    return ExemplarSets.from_json(read_json(Path(folder) / "exemplars.json"))
+    path = Path(folder) / "exemplars.json"
+    data = read_json(path)
+    try:
+        return ExemplarSets.from_json(data)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # a hand-edited or truncated file: name it rather than fail deep in prompt building
+        raise ArtifactError(
+            f"{path}: not a kia exemplar file ({type(exc).__name__}: {exc}); rerun `kia probe`"
+        ) from exc
 
 
 def facts_from_probe(table: Any) -> list[Fact]:

@@ -95,11 +95,11 @@ def load_split(build: Path, name: str) -> met.Arms:
 
 
 def exemplar_sets(inputs: Inputs) -> ExemplarSets:
+    from kia.probe import load_exemplar_sets
+
     for folder in (inputs.build, inputs.probe):
         if (folder / "exemplars.json").exists():
-            import json
-
-            return ExemplarSets.from_json(json.loads((folder / "exemplars.json").read_text(encoding="utf-8")))
+            return load_exemplar_sets(folder)
     raise ArtifactError(f"neither {inputs.build} nor {inputs.probe} holds exemplars.json (the probe's prompts)")
 
 
