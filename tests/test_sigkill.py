@@ -95,3 +95,18 @@ def test_sigkilled_training_resumes_to_the_same_adapter(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-6, k
+
+
+def test_sigkilled_build_reruns_to_the_same_files(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_build import make_probe_dir
+
+    probe = make_probe_dir(tmp_path / "probe")
+    args = ["--unknown", "40", "--highly-known", "1", "--paraphrases", "3"]
+    _run(_kia("build", str(probe), "-o", str(tmp_path / "ref"), *args))
+    out = tmp_path / "out"
+    _kill_when(_kia("build", str(probe), "-o", str(out), *args), lambda: out.exists(), 2)
+    assert not (out / MANIFEST).exists()
+    _run(_kia("build", str(probe), "-o", str(out), *args))
+    for name in ("train.jsonl", "eval_injected.jsonl", "eval_paraphrase.jsonl", "eval_heldout.jsonl", "bias.json"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
