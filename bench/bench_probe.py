@@ -23,6 +23,7 @@ import argparse
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +115,7 @@ def main() -> None:
         if exhaustive and args.skip_exhaustive:
             continue
         t = time.perf_counter()
-        rows = probe_facts(engine, facts, sets, ProbeConfig(**{**config.__dict__, "exhaustive": exhaustive}))
+        rows = probe_facts(engine, facts, sets, replace(config, exhaustive=exhaustive))
         runs[name] = {
             "seconds": time.perf_counter() - t,
             "labels": [r["slick_category"] for r in rows],

@@ -14,20 +14,16 @@ training time does not.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine, write_result  # noqa: E402
-
-
-def _rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+from common import machine, peak_rss_mb, write_result  # noqa: E402
 
 
 def baseline(build: Path, model_id: str, hp: dict, out: Path, seed: int) -> dict:
@@ -159,7 +155,7 @@ def main() -> None:
 
             from kia.train import _load_model
 
-            inject(InjectConfig(**{**config.__dict__, "output": str(Path(tmp) / "kia")}))
+            inject(replace(config, output=str(Path(tmp) / "kia")))
             wall = time.perf_counter() - t
             manifest = read_manifest(Path(tmp) / "kia", "inject")
             model, tokenizer = _load_model(model_id, "nf4", "cpu")
@@ -182,7 +178,7 @@ def main() -> None:
                 "tokens_per_second": round(b["train_tokens"] * hp["epochs"] / b["train_seconds"], 1),
                 "reliability": rel,
             }
-        row["peak_rss_mb"] = _rss_mb()
+        row["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(row))
 
 

@@ -6,14 +6,13 @@ real one, so the folders it writes are what the four commands would write.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kia.artifacts import write_jsonl
+from kia.artifacts import read_jsonl, write_jsonl
 from kia.engines import default_model
 
 
@@ -46,7 +45,7 @@ class DemoResult:
 def sample_world(out: Path, per_relation: int, seed: int) -> Path:
     """`per_relation` facts of each relation of the shipped toy world, drawn by seed."""
     facts_file = Path(default_model()).parent / "facts.jsonl"
-    rows = [json.loads(line) for line in facts_file.read_text(encoding="utf-8").splitlines()]
+    rows = read_jsonl(facts_file)
     rng = random.Random(seed)
     picked = []
     for rel in sorted({r["relation"] for r in rows}):

@@ -9,7 +9,6 @@ forgetting as it happens.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -29,16 +28,15 @@ def load_eval_facts(build_dir: Path, n_known: int, seed: int) -> tuple[list[Fact
     A build without the probe's sets gets sets drawn (4 shots, seeded) from the held-out
     HighlyKnown facts, as the probe draws them from known facts; from all eval facts when fewer
     than 6 are known."""
+    from kia.probe import load_exemplar_sets
+
     injected = [Fact.from_dict(r) for r in read_jsonl(build_dir / "eval_injected.jsonl")]
     heldout_path = build_dir / "eval_heldout.jsonl"
     heldout = read_jsonl(heldout_path) if heldout_path.exists() else []
     all_known = [Fact.from_dict(r) for r in heldout if r.get("category") == "HighlyKnown"]
     known = random.Random(seed).sample(all_known, min(n_known, len(all_known)))
-    sets_path = build_dir / "exemplars.json"
-    data = json.loads(sets_path.read_text()) if sets_path.exists() else {"sets": {}}
-    if data.get("sets"):
-        sets = ExemplarSets.from_json(data)
-    else:
+    sets = load_exemplar_sets(build_dir) if (build_dir / "exemplars.json").exists() else None
+    if sets is None or not sets.sets:
         pool = all_known if len(all_known) >= 6 else injected + all_known
         sets = make_exemplar_sets(pool, 10, 4, seed)
     return injected, known, sets

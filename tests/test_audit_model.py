@@ -223,10 +223,10 @@ def test_killed_audit_reruns_to_the_same_result(adapter_dir, audited, tmp_path):
     """SIGKILL an audit part-way, run the same audit again into the same folder: it is accepted
     (no manifest, so not taken as complete; the lock died with the process) and its audit.json
     equals an uninterrupted run's, provenance timings aside."""
-    import signal
-    import subprocess
     import sys
-    import time
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sigkill import _kill_when
 
     out = tmp_path / "killed"
     call = (
@@ -234,14 +234,8 @@ def test_killed_audit_reruns_to_the_same_result(adapter_dir, audited, tmp_path):
         f"audit(AuditConfig(adapter={str(adapter_dir)!r}, output={str(out)!r}, bench_limit=40, n_boot=500, "
         "report=False))"
     )
-    proc = subprocess.Popen([sys.executable, "-c", call], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / ".kia.lock").exists() and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(random.Random(0).uniform(3, 10))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "manifest.json").exists(), "the audit finished before it was killed; kill it sooner"
+    _kill_when([sys.executable, "-c", call], lambda: (out / ".kia.lock").exists(), 0, delay=(3, 10), timeout=120)
+    assert not (out / "manifest.json").exists()
 
     from kia.audit import AuditConfig, audit
 

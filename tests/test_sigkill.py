@@ -29,13 +29,13 @@ def _kia(*args: str) -> list[str]:
     return [sys.executable, "-m", "kia", *args]
 
 
-def _kill_when(cmd: list[str], ready, seed: int, timeout: float = 300) -> None:
-    """Run `cmd`, SIGKILL it a random 0-2 s after `ready()` turns true; fail if it finished first."""
+def _kill_when(cmd: list[str], ready, seed: int, delay: tuple[float, float] = (0, 2), timeout: float = 300) -> None:
+    """Run `cmd`, SIGKILL it a random `delay` seconds after `ready()` turns true; fail if it finished first."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + timeout
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
-    time.sleep(random.Random(seed).uniform(0, 2))
+    time.sleep(random.Random(seed).uniform(*delay))
     finished = proc.poll() is not None
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate()
