@@ -60,6 +60,19 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")(f)
 
 
+def vllm_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The vLLM engine's own settings, shared by every command that generates."""
+    f = click.option(
+        "--gpu-memory-utilization",
+        type=click.FloatRange(0, 1, min_open=True),
+        default=None,
+        help="vllm: share of GPU memory (of RAM on the CPU) for weights and KV cache. Default: 0.85 GPU, 0.3 CPU.",
+    )(f)
+    return click.option(
+        "--tensor-parallel-size", default=1, show_default=True, help="vllm: GPUs to shard the model over."
+    )(f)
+
+
 def progress_bar(label: str) -> Any:
     """A rich progress bar on stderr; the returned callback takes (done, total)."""
     from rich.console import Console

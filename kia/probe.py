@@ -69,6 +69,8 @@ class ProbeConfig:
     limit: int | None = None
     seed: int = 0
     batch_size: int = 64
+    tensor_parallel_size: int = 1  # vllm only
+    gpu_memory_utilization: float | None = None  # vllm only
     shard_size: int = 256
     keep_generations: bool = False
     skip_invalid: bool = False
@@ -85,13 +87,26 @@ class ProbeConfig:
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
-            model=self.model, engine=self.engine, adapter=self.adapter, quant=self.quant, batch_size=self.batch_size
+            model=self.model,
+            engine=self.engine,
+            adapter=self.adapter,
+            quant=self.quant,
+            batch_size=self.batch_size,
+            tensor_parallel_size=self.tensor_parallel_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
         )
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output: a resumed run must match them exactly."""
         d = asdict(self)
-        for k in ("output", "batch_size", "overwrite", "keep_generations"):
+        for k in (
+            "output",
+            "batch_size",
+            "overwrite",
+            "keep_generations",
+            "tensor_parallel_size",
+            "gpu_memory_utilization",
+        ):
             d.pop(k)
         return d
 

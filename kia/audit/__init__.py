@@ -62,6 +62,8 @@ class AuditConfig:
     engine: str = "hf"
     quant: str = "none"  # "nf4": audit on the 4-bit base the adapter was trained on (QLoRA)
     batch_size: int = 64
+    tensor_parallel_size: int = 1  # vllm only
+    gpu_memory_utilization: float | None = None  # vllm only
     bench_batch_size: int = 32
     bench_limit: int | None = None  # documents per benchmark task (quick checks only)
     refusal_embeddings: bool = True  # also detect refusals by embedding similarity
@@ -121,8 +123,8 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
     plan = resolve_benchmarks(config.benchmarks, inputs.model)
     warnings: list[str] = []
     try:
-        if plan.specs and (config.engine != "hf" or (engine is not None and not hasattr(engine, "model"))):
-            raise ConfigError("benchmarks run through lm-eval's HF backend: use --engine hf, or --benchmarks none")
+        if plan.specs and engine is not None and not hasattr(engine, "model"):
+            raise ConfigError("benchmarks run through lm-eval's HF backend: pass an hf engine, or benchmarks none")
         manager = None
         if plan.specs:  # unknown tasks and unreachable data fail here, before any model work
             say(f"checking benchmarks: {', '.join(s.name for s in plan.specs)}")
@@ -131,18 +133,19 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
         out = prepare_output(config.output, overwrite=config.overwrite)
         with FolderLock(out):
             own = engine is None
+            engine_config = EngineConfig(
+                inputs.model,
+                engine=config.engine,
+                adapter=str(inputs.adapter),
+                quant=inputs.quant,
+                batch_size=config.batch_size,
+                allow_pickle=config.allow_pickle,
+                tensor_parallel_size=config.tensor_parallel_size,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+            )
             if engine is None:
-                say(f"loading {inputs.model} with the adapter {inputs.adapter} (quant {inputs.quant})")
-                engine = load_engine(
-                    EngineConfig(
-                        inputs.model,
-                        engine=config.engine,
-                        adapter=str(inputs.adapter),
-                        quant=inputs.quant,
-                        batch_size=config.batch_size,
-                        allow_pickle=config.allow_pickle,
-                    )
-                )
+                say(f"loading {inputs.model} with the adapter {inputs.adapter} (quant {inputs.quant}, {config.engine})")
+                engine = load_engine(engine_config)
             else:
                 from kia.adapters import check_adapter
 
@@ -151,6 +154,13 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
             reused, reuse_note = run_arms(engine, splits, sets, pc, inputs, config, say)
             timings["generation"] = time.time() - start - sum(timings.values())
             bench: dict[str, Any] = {}
+            if plan.specs and not hasattr(engine, "model"):
+                # vLLM generated the arms; lm-eval's log-likelihoods go through transformers, loaded
+                # once the vLLM engine has given its memory back.
+                engine.close()
+                say(f"loading {inputs.model} with transformers for the benchmarks")
+                engine = load_engine(dataclasses.replace(engine_config, engine="hf"))
+                own = True
             if plan.specs:
                 model, tokenizer = engine.model, engine.tokenizer  # type: ignore[attr-defined]
                 bench = run_benchmarks(

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kia.cli import json_option
+from kia.cli import json_option, vllm_options
 
 
 @click.command()
@@ -27,6 +27,7 @@ from kia.cli import json_option
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", show_default=True,
               help="nf4: audit on the 4-bit base the adapter was trained on (QLoRA); none: the full-precision base.")  # fmt: skip
 @click.option("--batch-size", default=64, show_default=True, help="Sequences per forward pass (generation).")
+@vllm_options
 @click.option("--bench-batch-size", default=32, show_default=True, help="lm-eval batch size.")
 @click.option(
     "--bench-limit", type=int, default=None, help="At most N documents per benchmark task (quick checks only)."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kia.cli import json_option, progress_bar
+from kia.cli import json_option, progress_bar, vllm_options
 
 
 @click.command()
@@ -48,6 +48,7 @@ from kia.cli import json_option, progress_bar
 @click.option("--limit", type=int, default=None, help="Probe only the first N facts.")
 @click.option("--seed", default=0, show_default=True, help="Seed for exemplar sets and sampling.")
 @click.option("--batch-size", default=64, show_default=True, help="Sequences per forward pass.")
+@vllm_options
 @click.option(
     "--shard-size", default=256, show_default=True, help="Facts per shard: a killed run loses at most one shard."
 )

@@ -65,7 +65,7 @@ class EngineConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     batch_size: int = 64  # sequences per forward pass (prompts x n)
     allow_pickle: bool = False
-    gpu_memory_utilization: float = 0.85  # vllm only
+    gpu_memory_utilization: float | None = None  # vllm only; None: 0.85 on a GPU, 0.3 of RAM on the CPU
     tensor_parallel_size: int = 1  # vllm only
 
     def __post_init__(self) -> None:
@@ -75,6 +75,10 @@ class EngineConfig:
             raise ConfigError(f"unknown quantisation '{self.quant}'; choose 'none' or 'nf4'")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"tensor_parallel_size must be at least 1, got {self.tensor_parallel_size}")
 
 
 @runtime_checkable

