@@ -17,7 +17,7 @@ import ast
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from kia.artifacts import write_jsonl
 from kia.errors import FactsError
 from kia.facts_formats import RowError, open_source
 
-__all__ = ["Fact", "FactSet", "load_facts", "validate_fact_dict"]
+__all__ = ["Fact", "FactSet", "FactStream", "load_facts", "validate_fact_dict"]
 
 NAMED = ("id", "question", "answers", "subject", "relation", "object", "paraphrases", "domain")
 EMPTY_ALIAS = "an empty alias would match every answer"
@@ -278,6 +278,73 @@ def validate_fact_dict(
         raise _located(exc, str(path), line, unit) from None
 
 
+MAX_WARNINGS = 200  # kept per pass; a million-row file with a leaked answer in every row stays small
+
+
+class FactStream:
+    """Validated facts read lazily, for sources too large to hold: each iteration re-reads the source,
+    so memory stays flat whatever its size. After a complete pass, `n_rows`, `n_rejected`, `warnings`
+    and `sha256` describe the source, and rejected rows are in `rejects_path` (see `load_facts`)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        skip_invalid: bool = False,
+        rejects_path: str | Path | None = None,
+        fmt: str | None = None,
+    ):
+        self.path, self.skip_invalid, self.rejects_path, self.fmt = str(path), skip_invalid, rejects_path, fmt
+        self.n_rows = self.n_facts = self.n_rejected = 0
+        self.warnings: list[str] = []
+        self.sha256 = ""
+
+    def __iter__(self) -> Iterator[Fact]:
+        spec = self.path
+        source = open_source(spec, self.fmt)
+        rejects: list[dict[str, Any]] = []
+        warnings: list[str] = []
+        n_warnings = 0
+        # ids only, a few dozen bytes per fact, and only on the first pass: later passes re-read
+        # rows already checked, and a long probe should not hold every id while it works
+        first_seen: dict[str, int] | None = {} if not self.sha256 else None
+        n_rows = n_facts = 0
+        for number, row, error, raw in source.rows:
+            n_rows += 1
+            try:
+                if error is not None:
+                    raise error
+                fact, notes = _check_row(row, default_id=f"{source.stem}-{number}", csv_cells=source.kind == "csv")
+                if first_seen is not None and fact.id in first_seen:
+                    raise RowError(
+                        f"duplicate id '{fact.id}' (first seen at {source.unit} {first_seen[fact.id]})", "id"
+                    )
+            except RowError as exc:
+                if not self.skip_invalid:
+                    raise _located(exc, spec, number, source.unit) from None
+                rejects.append({"line": number, "field": exc.field, "reason": str(exc), "raw": _plain(raw)})
+                continue
+            if first_seen is not None:
+                first_seen[fact.id] = number
+            n_facts += 1
+            if notes:
+                where = f"{spec}:{number}" if source.unit == "line" else f"{spec}: row {number}"
+                n_warnings += len(notes)
+                warnings += [f"{where}: {note}" for note in notes][: max(0, MAX_WARNINGS - len(warnings))]
+            yield fact
+        if n_rows == 0:
+            raise FactsError("holds no facts (no rows)", path=spec)
+        if self.skip_invalid and self.rejects_path is not None:
+            write_jsonl(self.rejects_path, rejects)
+        if not n_facts:
+            where = f"; reasons in {self.rejects_path}" if self.rejects_path is not None else ""
+            raise FactsError(f"no valid facts: all {n_rows} rows were rejected{where}", path=spec)
+        if n_warnings > len(warnings):
+            warnings.append(f"{spec}: … and {n_warnings - len(warnings)} more warnings")
+        self.n_rows, self.n_facts, self.n_rejected, self.warnings = n_rows, n_facts, len(rejects), warnings
+        self.sha256 = source.sha256()
+
+
 def load_facts(
     path: str | Path,
     *,
@@ -290,36 +357,8 @@ def load_facts(
     Without `skip_invalid` the first bad row raises FactsError. With it, bad rows are counted and,
     when `rejects_path` is given, written there (always rewritten, so an old file never lingers).
     A source with no rows, or with no valid row, raises FactsError (after writing the rejects).
+    `FactStream` reads the same source without holding it.
     """
-    spec = str(path)
-    source = open_source(spec, fmt)
-    facts: list[Fact] = []
-    rejects: list[dict[str, Any]] = []
-    warnings: list[str] = []
-    first_seen: dict[str, int] = {}
-    n_rows = 0
-    for number, row, error, raw in source.rows:
-        n_rows += 1
-        try:
-            if error is not None:
-                raise error
-            fact, notes = _check_row(row, default_id=f"{source.stem}-{number}", csv_cells=source.kind == "csv")
-            if fact.id in first_seen:
-                raise RowError(f"duplicate id '{fact.id}' (first seen at {source.unit} {first_seen[fact.id]})", "id")
-        except RowError as exc:
-            if not skip_invalid:
-                raise _located(exc, spec, number, source.unit) from None
-            rejects.append({"line": number, "field": exc.field, "reason": str(exc), "raw": _plain(raw)})
-            continue
-        first_seen[fact.id] = number
-        facts.append(fact)
-        where = f"{spec}:{number}" if source.unit == "line" else f"{spec}: row {number}"
-        warnings += [f"{where}: {note}" for note in notes]
-    if n_rows == 0:
-        raise FactsError("holds no facts (no rows)", path=spec)
-    if skip_invalid and rejects_path is not None:
-        write_jsonl(rejects_path, rejects)
-    if not facts:
-        where = f"; reasons in {rejects_path}" if rejects_path is not None else ""
-        raise FactsError(f"no valid facts: all {n_rows} rows were rejected{where}", path=spec)
-    return FactSet(facts, spec, source.sha256(), n_rows, len(rejects), warnings)
+    stream = FactStream(path, skip_invalid=skip_invalid, rejects_path=rejects_path, fmt=fmt)
+    facts = list(stream)
+    return FactSet(facts, stream.path, stream.sha256, stream.n_rows, stream.n_rejected, stream.warnings)

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kia.artifacts import (
     FolderLock,
@@ -40,7 +40,7 @@ from kia.artifacts import (
 )
 from kia.engines import Engine, EngineConfig, Sampling, load_engine
 from kia.errors import ArtifactError, ConfigError
-from kia.facts import Fact, load_facts
+from kia.facts import Fact, FactStream
 from kia.matching import extract_answer, is_correct, is_refusal
 from kia.prompts import ExemplarSets, PromptBuilder, make_exemplar_sets
 
@@ -237,13 +237,30 @@ def _row(st: _FactState, config: ProbeConfig) -> dict[str, Any]:
     }
 
 
-def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+def _schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fixed column types, so every shard agrees (a shard where no fact was sampled would
+    otherwise get a null-typed p_sample) and shards concatenate without inference."""
+    import polars as pl
+
+    text, texts = pl.Utf8, pl.List(pl.Utf8)
+    facts = {
+        "id": text, "question": text, "answers": texts, "subject": text, "relation": text, "object": text,
+        "domain": text, "paraphrases": texts, "extra": text, "category": text, "slick_category": text,
+        "p_greedy": pl.Float64, "p_sample": pl.Float64, "n_greedy": pl.Int64, "n_sample": pl.Int64,
+        "n_generations": pl.Int64, "answer": text, "greedy_answers": texts, "refused": pl.Boolean,
+        "refusal_share": pl.Float64,
+    }  # fmt: skip
+    generations = {"id": text, "set": pl.Int64, "kind": text, "text": text, "correct": pl.Boolean}
+    return facts, generations
+
+
+def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: dict[str, Any]) -> None:
     import polars as pl
 
     from kia.artifacts import atomic_path
 
     with atomic_path(path) as tmp:
-        pl.DataFrame(rows, infer_schema_length=None).write_parquet(tmp)
+        pl.DataFrame(rows, schema=schema).write_parquet(tmp)
 
 
 def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = None) -> ProbeResult:
@@ -251,16 +268,25 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
     import polars as pl
 
     start = time.time()
-    factset = load_facts(
+    # Three streamed passes, so memory does not grow with the number of facts: validate and index,
+    # fetch the chosen exemplars, then probe shard by shard.
+    stream = FactStream(
         config.facts, skip_invalid=config.skip_invalid, rejects_path=Path(config.output) / "rejects.jsonl"
     )
-    facts = factset.facts[: config.limit] if config.limit else factset.facts
-    pool = load_facts(config.exemplars).facts if config.exemplars else factset.facts
-    sets = make_exemplar_sets(pool, config.n_sets, config.shots, config.seed)
+    keys = [_Key(f.id, f.relation) for f in stream]
+    n_facts = min(len(keys), config.limit or len(keys))
+    if config.exemplars:
+        pool = FactStream(config.exemplars)
+        sets = _resolve(
+            make_exemplar_sets([_Key(f.id, f.relation) for f in pool], config.n_sets, config.shots, config.seed), pool
+        )
+    else:
+        sets = _resolve(make_exemplar_sets(keys, config.n_sets, config.shots, config.seed), stream)
+    del keys
     out = prepare_output(config.output, overwrite=config.overwrite)
     shard_dir = out / "shards"
     with FolderLock(out):
-        identity = {"config": config.identity(), "facts_sha256": factset.sha256}
+        identity = {"config": config.identity(), "facts_sha256": stream.sha256}
         state_path = out / "run.json"
         if state_path.exists() and not config.overwrite:
             if read_json(state_path) != json.loads(json.dumps(identity)):
@@ -273,11 +299,11 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
                 stale.unlink()
         write_json(state_path, identity)
         write_json(out / "exemplars.json", sets.to_json())
-        chunks = [facts[i : i + config.shard_size] for i in range(0, len(facts), config.shard_size)]
+        n_chunks = -(-n_facts // config.shard_size)
         done = 0
         resumed = 0
         engine: Engine | None = None
-        for i, chunk in enumerate(chunks):
+        for i, chunk in enumerate(_chunks(stream, config.shard_size, n_facts)):
             path = shard_dir / f"facts-{i:05d}.parquet"
             if path.exists():
                 resumed += 1
@@ -286,26 +312,25 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
                 gens: list[dict[str, Any]] | None = [] if config.keep_generations else None
                 rows = probe_facts(engine, chunk, sets, config, generations=gens)
                 if gens is not None:
-                    _write_parquet(shard_dir / f"generations-{i:05d}.parquet", gens)
-                _write_parquet(path, rows)
+                    _write_parquet(shard_dir / f"generations-{i:05d}.parquet", gens, _schemas()[1])
+                _write_parquet(path, rows, _schemas()[0])
             done += len(chunk)
             if progress:
-                progress(done, len(facts))
+                progress(done, n_facts)
         if engine is not None:
             engine.close()
-        table = pl.concat([pl.read_parquet(shard_dir / f"facts-{i:05d}.parquet") for i in range(len(chunks))])
-        _write_frame(out / "facts.parquet", table)
+        _concat(out / "facts.parquet", [shard_dir / f"facts-{i:05d}.parquet" for i in range(n_chunks)])
         if config.keep_generations:
-            gen_paths = [shard_dir / f"generations-{i:05d}.parquet" for i in range(len(chunks))]
-            _write_frame(out / "generations.parquet", pl.concat([pl.read_parquet(p) for p in gen_paths if p.exists()]))
-        summary = summarize(table)
+            gen_paths = [shard_dir / f"generations-{i:05d}.parquet" for i in range(n_chunks)]
+            _concat(out / "generations.parquet", [p for p in gen_paths if p.exists()])
+        summary = summarize(pl.scan_parquet(out / "facts.parquet"))
         write_json(out / "summary.json", summary)
         seconds = round(time.time() - start, 2)
         write_manifest(
             out,
             stage="probe",
             config=config,
-            inputs={"facts": {"path": str(config.facts), "sha256": factset.sha256}}
+            inputs={"facts": {"path": str(config.facts), "sha256": stream.sha256}}
             | (
                 {"exemplars": {"path": config.exemplars, "sha256": sha256_file(config.exemplars)}}
                 if config.exemplars
@@ -314,8 +339,8 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
             model=_model_identity(config.model),
             seed=config.seed,
             counts=summary["counts"],
-            n_facts=len(facts),
-            n_rejected=factset.n_rejected,
+            n_facts=n_facts,
+            n_rejected=stream.n_rejected,
             wall_seconds=seconds,
             peak_memory_mb=peak_memory_mb(),
         )
@@ -323,20 +348,63 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
         output=out,
         counts=summary["counts"],
         slick_counts=summary["slick_counts"],
-        n_facts=len(facts),
+        n_facts=n_facts,
         n_generations=summary["n_generations"],
         refusal_rate=summary["refusal_rate"],
         seconds=seconds,
         resumed_shards=resumed,
-        warnings=factset.warnings,
+        warnings=stream.warnings,
     )
 
 
-def _write_frame(path: Path, frame: Any) -> None:
+class _Key(NamedTuple):
+    """What drawing exemplar sets needs of a fact; the facts themselves are fetched afterwards."""
+
+    id: str
+    relation: str | None
+
+
+def _resolve(sets: ExemplarSets, stream: Iterable[Fact]) -> ExemplarSets:
+    """Swap the sets' keys for the full facts, in one pass over the source."""
+    wanted = {k.id for group in sets.sets.values() for s in group for k in s}
+    wanted |= {k.id for spares in sets.spares.values() for k in spares}
+    full = {f.id: f for f in stream if f.id in wanted}
+    return ExemplarSets(
+        {rel: [[full[k.id] for k in s] for s in v] for rel, v in sets.sets.items()},
+        {rel: [full[k.id] for k in v] for rel, v in sets.spares.items()},
+    )
+
+
+def _chunks(facts: Iterable[Fact], size: int, limit: int) -> Iterator[list[Fact]]:
+    chunk: list[Fact] = []
+    for n, fact in enumerate(facts):
+        if n == limit:
+            break
+        chunk.append(fact)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _concat(path: Path, shards: list[Path]) -> None:
+    """Shards into one file, one shard in memory at a time (polars' scan-and-sink held ~90 MB more
+    at 50,000 facts)."""
+    import pyarrow.parquet as pq
+
     from kia.artifacts import atomic_path
 
     with atomic_path(path) as tmp:
-        frame.write_parquet(tmp)
+        writer = None
+        try:
+            for shard in shards:
+                table = pq.read_table(shard)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def _model_identity(model: str) -> dict[str, Any]:
@@ -352,18 +420,34 @@ def _model_identity(model: str) -> dict[str, Any]:
 
 
 def summarize(table: Any) -> dict[str, Any]:
-    """Counts per category (three-way and SliCK), refusal rate and generation totals."""
-    counts = {c: int((table["category"] == c).sum()) for c in CATEGORIES}
-    slick = {c: int((table["slick_category"] == c).sum()) for c in SLICK_CATEGORIES}
-    n = max(1, table.height)
+    """Counts per category (three-way and SliCK), refusal rate and generation totals, of a polars
+    DataFrame or LazyFrame (a scanned facts.parquet is summed without being loaded)."""
+    import polars as pl
+
+    col = pl.col
+    row = (
+        table.lazy()
+        .select(
+            pl.len().alias("n"),
+            *[(col("category") == c).sum().alias(c) for c in CATEGORIES],
+            *[(col("slick_category") == c).sum().alias(f"slick:{c}") for c in SLICK_CATEGORIES],
+            col("refused").sum().alias("refused"),
+            col("n_generations").sum().alias("n_generations"),
+            col("p_greedy").mean().alias("mean_p_greedy"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    counts = {c: int(row[c] or 0) for c in CATEGORIES}
+    n = max(1, row["n"])
     return {
-        "n_facts": table.height,
+        "n_facts": row["n"],
         "counts": counts,
-        "slick_counts": slick,
+        "slick_counts": {c: int(row[f"slick:{c}"] or 0) for c in SLICK_CATEGORIES},
         "shares": {c: counts[c] / n for c in CATEGORIES},
-        "refusal_rate": float(table["refused"].sum()) / n,
-        "n_generations": int(table["n_generations"].sum()),
-        "mean_p_greedy": float(table["p_greedy"].mean()) if table.height else 0.0,
+        "refusal_rate": float(row["refused"] or 0) / n,
+        "n_generations": int(row["n_generations"] or 0),
+        "mean_p_greedy": float(row["mean_p_greedy"] or 0.0),
     }
 
 

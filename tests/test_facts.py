@@ -445,3 +445,17 @@ def test_every_fixture_copy_loads_identically(tmp_path):
     assert load_facts(copy).sha256 == load_facts(DATA / "good.jsonl").sha256
     copy.write_text(copy.read_text() + json.dumps({"question": "More?", "answers": ["x"]}) + "\n")
     assert load_facts(copy).sha256 != load_facts(DATA / "good.jsonl").sha256
+
+
+def test_fact_stream_rereads_and_caps_warnings(tmp_path, monkeypatch):
+    from kia import facts as facts_module
+    from kia.facts import FactStream
+
+    monkeypatch.setattr(facts_module, "MAX_WARNINGS", 3)
+    rows = [{"id": str(i), "question": f"Is Lyon {i} in Lyon?", "answers": ["Lyon"]} for i in range(10)]
+    stream = FactStream(_jsonl(tmp_path, rows))
+    first, second = [f.id for f in stream], [f.id for f in stream]
+    assert first == second == [str(i) for i in range(10)]
+    assert stream.n_facts == 10 and stream.n_rows == 10 and len(stream.sha256) == 64
+    assert len(stream.warnings) == 4 and "7 more warnings" in stream.warnings[-1]
+    assert load_facts(_jsonl(tmp_path, rows)).warnings == stream.warnings

@@ -234,3 +234,23 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
     res = CliRunner().invoke(cli, ["probe", str(bad), "-o", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert res.output.count("\n") == 1 and f"{bad}:1:" in res.output and "answers" in res.output
+
+
+def test_streamed_probe_draws_the_exemplar_sets_of_the_whole_pool(tmp_path, monkeypatch):
+    """The probe reads its input in streamed passes; its exemplar sets must be the ones drawn from
+    the facts held in memory (what every later stage rebuilds prompts from)."""
+    from kia.probe import load_exemplar_sets
+
+    facts = _facts(12)
+    _run(tmp_path, monkeypatch, lambda: ScriptedEngine(_script(facts)))
+    streamed = load_exemplar_sets(tmp_path / "out").to_json()
+    assert streamed == make_exemplar_sets(facts, 10, 4, 0).to_json()
+
+
+def test_summarize_reads_a_scanned_file_like_a_loaded_one(tmp_path, monkeypatch):
+    from kia.probe import summarize
+
+    _run(tmp_path, monkeypatch, lambda: ScriptedEngine(_script(_facts(12))))
+    path = tmp_path / "out" / "facts.parquet"
+    assert summarize(pl.scan_parquet(path)) == summarize(pl.read_parquet(path))
+    assert summarize(pl.read_parquet(path).head(0))["n_facts"] == 0
