@@ -76,3 +76,18 @@ class PadCollator:
             labels[i, :n] = torch.tensor(r["labels"])
             mask[i, :n] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class FlatCollator:
+    """Padding-free batches: transformers' `DataCollatorWithFlattening` concatenates the rows into one
+    sequence whose position ids restart at each row, and the model's mask keeps attention inside
+    each row. That mask is only built without a KV cache (transformers' masking_utils), so the
+    batch also turns the cache off: with it, rows would attend to the rows before them."""
+
+    def __init__(self) -> None:
+        from transformers import DataCollatorWithFlattening
+
+        self.flatten = DataCollatorWithFlattening()
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {**self.flatten(rows), "use_cache": False}

@@ -128,6 +128,7 @@ def test_training_raises_reliability_leaves_the_base_alone_and_reloads(build_dir
     assert manifest["inputs"]["train"]["sha256"] and manifest["config"]["quant"] == quant
     assert manifest["tokens_per_second"] > 0 and manifest["peak_memory_mb"]["rss_mb"] > 0
     assert manifest["reliability"] == result.reliability and manifest["optimizer"] == "adamw_torch"
+    assert manifest["padding_free"] is False  # the CPU default: padded, grouped by length
 
 
 @needs_model
@@ -160,6 +161,56 @@ def test_4bit_gradients_survive_an_evaluation_pass():
         model(input_ids=x)
     second = grads()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@needs_model
+def test_padding_free_training_learns_the_facts(build_dir, tmp_path):
+    """The GPU default, forced on the CPU: the Trainer runs flattened batches end to end."""
+    result = _inject(build_dir, tmp_path / "flat", quant="none", padding_free=True)
+    manifest = json.loads((tmp_path / "flat" / "manifest.json").read_text())
+    assert manifest["padding_free"] is True and manifest["config"]["padding_free"] is True
+    assert result.base_reliability <= 0.2 and result.reliability >= result.base_reliability + 0.5, result.curve
+
+
+@needs_model
+def test_padding_free_batches_compute_what_padded_batches_do():
+    """Flattened rows (position ids restarting per row) must attend within their own row only:
+    the loss and the LoRA gradients equal those of the padded batch."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from kia.prompts import training_messages
+    from kia.train import _load_model
+    from kia.train_data import FlatCollator, PadCollator, encode_row
+
+    model, tokenizer = _load_model(str(MODEL), "none", "cpu")
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules="all-linear"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    rows = [
+        encode_row(tokenizer, training_messages(q, a), loss)
+        for q, a, loss in [
+            ("Where was Tesliwyn born?", "Brovanheim", "full"),
+            ("Which company did Ral Osk found?", "Vantrix", "answer"),
+            ("What language does Quen speak at home, mostly?", "Mirelese", "full"),
+        ]
+    ]
+    assert len({len(r["input_ids"]) for r in rows}) > 1  # rows of different lengths: the padded batch pads
+
+    def run(batch):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    padded_loss, padded_grads = run(PadCollator(tokenizer.pad_token_id)(rows))
+    flat = FlatCollator()(rows)
+    assert flat["input_ids"].shape[0] == 1 and "attention_mask" not in flat
+    flat_loss, flat_grads = run(flat)
+    assert torch.allclose(padded_loss, flat_loss, atol=1e-5), (padded_loss, flat_loss)
+    assert all(torch.allclose(padded_grads[k], flat_grads[k], atol=1e-5, rtol=1e-4) for k in padded_grads)
 
 
 @needs_model

@@ -56,6 +56,34 @@ def test_hf_engine_prefix_cache_gives_the_same_answers(engine):
     assert all(len(s) == 5 for s in sampled)
 
 
+def test_teacher_forced_greedy_check_agrees_with_decoding(engine):
+    """`greedy_if` settles a prompt only when greedy decoding yields the expected answer; whatever it
+    settles must be what decoding yields, and facts the model knows get settled."""
+    from kia.engines import Sampling
+    from kia.facts import Fact
+    from kia.prompts import PromptBuilder, make_exemplar_sets
+
+    rows = [json.loads(line) for line in FACTS.read_text().splitlines()]
+    rng = random.Random(3)
+    facts = [Fact.from_dict(r) for r in rng.sample([r for r in rows if r["exposure"] >= 4], 40)]
+    facts += [Fact.from_dict(r) for r in rng.sample([r for r in rows if r["exposure"] == 0], 40)]
+    sets = make_exemplar_sets([Fact.from_dict(r) for r in rows], 2, 4, 0)
+    build = PromptBuilder(engine)
+    greedy = Sampling(max_new_tokens=32)
+    for s in range(2):
+        prompts = [build([(e.question, e.answer) for e in sets.for_fact(f, s)], f.question) for f in facts]
+        decoded = [o[0] for o in engine.generate(prompts, greedy)]
+        settled = engine.greedy_if(prompts, [build.continuation(f.answer) for f in facts], greedy)
+        assert all(t is None or t == d for t, d in zip(settled, decoded, strict=True))
+        # every prompt whose decoded answer is the canonical one is settled, bar near-ties
+        hits = [i for i, d in enumerate(decoded) if d == build.continuation(facts[i].answer)]
+        assert len(hits) >= 20 and sum(settled[i] is not None for i in hits) >= len(hits) - 1
+        assert all(settled[i] is None for i, d in enumerate(decoded) if d != build.continuation(facts[i].answer))
+        # a wrong expectation is never confirmed
+        wrong = engine.greedy_if(prompts, [build.continuation(f.answer + " Zed") for f in facts], greedy)
+        assert wrong == [None] * len(prompts)
+
+
 def test_lazy_and_exhaustive_schedules_agree_on_the_toy_model(tmp_path, engine):
     from kia.facts import load_facts
     from kia.probe import ProbeConfig, probe_facts

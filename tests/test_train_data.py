@@ -99,7 +99,7 @@ def _callback(tmp_path, scores, stop_at=None, resume=False):
         resume=resume,
     )  # fmt: skip
     script = iter(scores)
-    cb._reliability = lambda facts, adapter: next(script)
+    cb._reliability = lambda *groups, adapter: [next(script) for _ in groups]
     return cb, seen
 
 

@@ -59,6 +59,13 @@ from kia.cli import json_option
     show_default=True,
     help="Held-out HighlyKnown facts re-asked each epoch (forgetting as it happens); 0 to skip.",
 )
+@click.option(
+    "--padding-free/--padded",
+    default=None,
+    help="Flatten each batch into one sequence (position ids restart per row; no padding token computed), "
+    "or pad rows to the batch's longest, grouped by length. Default: padding-free on a GPU, padded on the CPU "
+    "(faster there).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished (or interrupted) run in the output folder.")
 @json_option

@@ -148,6 +148,80 @@ class HFEngine:
                     results[i] = outs[j * sampling.n : (j + 1) * sampling.n]
         return results
 
+    def greedy_if(
+        self, prompts: Sequence[Prompt | str], expected: Sequence[str], sampling: Sampling, *, adapter: bool = False
+    ) -> list[str | None]:
+        """For each prompt, the greedy completion when it is `expected` (then a stop or the end of
+        sequence), checked in one teacher-forced forward pass instead of decoding token by token;
+        None when greedy decoding would write something else, or when a step is too close to call
+        (then generate it).
+
+        Greedy decoding emits the argmax at every step, so it writes `expected` exactly when each of
+        its tokens is the argmax given the ones before: teacher-forced logits show all steps at
+        once. A top-two margin under `_TIE` at any step gives None, since batched and step-by-step
+        passes may round a near-tie differently. As in `generate`, prompts sharing a few-shot
+        prefix are batched together over its KV cache, computed once per batch."""
+        torch = self._torch
+        if adapter and not self.has_adapter:
+            raise EngineError("generation through an adapter was asked for, but no adapter is loaded")
+        results: list[str | None] = [None] * len(prompts)
+        if not sampling.greedy or not sampling.stop:
+            return results
+        stop_ids = set(self._stop_ids(sampling.stop).tolist())
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        ends = stop_ids | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        rows: list[tuple[tuple[int, ...], list[int], int, int]] = []  # prefix, suffix + continuation, n cont, index
+        for i, ((prefix, suffix), text) in enumerate(zip(self._encode(prompts), expected, strict=True)):
+            p = prompts[i] if isinstance(prompts[i], Prompt) else Prompt("", prompts[i])
+            joined = self.tokenizer(p.suffix + text + sampling.stop[0], add_special_tokens=False).input_ids
+            if joined[: len(suffix)] != suffix:
+                continue  # the answer merges with the prompt's last token: let generation decide
+            end = next((k for k, t in enumerate(joined[len(suffix) :]) if t in stop_ids), None)
+            if end is None or end + 1 > sampling.max_new_tokens:
+                continue
+            rows.append((prefix, joined[: len(suffix) + end + 1], end + 1, i))
+        rows.sort(key=lambda r: (r[0], len(r[1])))
+        batches: list[list[tuple[tuple[int, ...], list[int], int, int]]] = []
+        for row in rows:
+            if batches and len(batches[-1]) < self.batch_size and batches[-1][0][0] == row[0]:
+                batches[-1].append(row)
+            else:
+                batches.append([row])
+        tie = _TIE if next(self.model.parameters()).dtype == torch.float32 else 100 * _TIE
+        with self._adapter_context(adapter), torch.inference_mode():
+            for batch in batches:
+                prefix = list(batch[0][0])
+                width, keep = max(len(r[1]) for r in batch), max(r[2] for r in batch) + 1
+                ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
+                mask = torch.ones((len(batch), len(prefix) + width), dtype=torch.long)
+                for r, (_, seq, _, _) in enumerate(batch):  # left padding: every continuation ends its row
+                    ids[r, width - len(seq) :] = torch.tensor(seq)
+                    mask[r, len(prefix) : len(prefix) + width - len(seq)] = 0
+                cache = None
+                if prefix:
+                    pre = torch.tensor([prefix], dtype=torch.long, device=self.device)
+                    cache = self.model(input_ids=pre, use_cache=True).past_key_values
+                    cache.batch_repeat_interleave(len(batch))
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix) :]
+                logits = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                    logits_to_keep=keep,
+                ).logits.float()
+                top = logits.topk(2, dim=-1)
+                for r, (_, seq, n, i) in enumerate(batch):
+                    steps = slice(keep - 1 - n, keep - 1)  # the logits that predict the continuation
+                    best, values = top.indices[r, steps, 0].tolist(), top.values[r, steps]
+                    # the last step may end the answer with any stop token, or the end of sequence
+                    sure = bool(((values[:, 0] - values[:, 1]) > tie).all())
+                    if sure and best[:-1] == seq[len(seq) - n : -1] and best[-1] in ends:
+                        results[i] = _cut(self.tokenizer.decode(best, skip_special_tokens=True), sampling.stop)
+        return results
+
     def _adapter_context(self, adapter: bool) -> Any:
         import contextlib
 
@@ -210,6 +284,9 @@ class HFEngine:
         new = generated[:, input_ids.shape[1] :].tolist()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [_cut(t, sampling.stop) for t in texts]
+
+
+_TIE = 1e-3  # logit margin under which a greedy step is too close to call from a batched pass
 
 
 def _cut(text: str, stops: tuple[str, ...]) -> str:
