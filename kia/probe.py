@@ -389,8 +389,7 @@ def _chunks(facts: Iterable[Fact], size: int, limit: int) -> Iterator[list[Fact]
 
 
 def _concat(path: Path, shards: list[Path]) -> None:
-    """Shards into one file, one shard in memory at a time (polars' scan-and-sink held ~90 MB more
-    at 50,000 facts)."""
+    """Shards into one file with one shard in memory at a time, whatever the number of shards."""
     import pyarrow.parquet as pq
 
     from kia.artifacts import atomic_path
