@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from kia.artifacts import (
     FolderLock,
@@ -42,10 +42,23 @@ from kia.engines import Engine, EngineConfig, Sampling, load_engine
 from kia.errors import ArtifactError, ConfigError
 from kia.facts import Fact, FactStream
 from kia.matching import extract_answer, is_correct, is_refusal
+from kia.probe_io import (  # noqa: F401  (read_probe, load_exemplar_sets, ...: the stage's public API)
+    CATEGORIES,
+    SLICK_CATEGORIES,
+    FactKey,
+    chunks,
+    facts_from_probe,
+    join_shards,
+    load_exemplar_sets,
+    model_identity,
+    read_probe,
+    resolve_exemplars,
+    shard_schemas,
+    summarize,
+    write_shard,
+)
 from kia.prompts import ExemplarSets, PromptBuilder, make_exemplar_sets
 
-CATEGORIES = ("Unknown", "MaybeKnown", "HighlyKnown")
-SLICK_CATEGORIES = ("Unknown", "WeaklyKnown", "MaybeKnown", "HighlyKnown")
 MATCH_MODES = ("contains", "exact", "paper")
 
 
@@ -237,32 +250,6 @@ def _row(st: _FactState, config: ProbeConfig) -> dict[str, Any]:
     }
 
 
-def _schemas() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fixed column types, so every shard agrees (a shard where no fact was sampled would
-    otherwise get a null-typed p_sample) and shards concatenate without inference."""
-    import polars as pl
-
-    text, texts = pl.Utf8, pl.List(pl.Utf8)
-    facts = {
-        "id": text, "question": text, "answers": texts, "subject": text, "relation": text, "object": text,
-        "domain": text, "paraphrases": texts, "extra": text, "category": text, "slick_category": text,
-        "p_greedy": pl.Float64, "p_sample": pl.Float64, "n_greedy": pl.Int64, "n_sample": pl.Int64,
-        "n_generations": pl.Int64, "answer": text, "greedy_answers": texts, "refused": pl.Boolean,
-        "refusal_share": pl.Float64,
-    }  # fmt: skip
-    generations = {"id": text, "set": pl.Int64, "kind": text, "text": text, "correct": pl.Boolean}
-    return facts, generations
-
-
-def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: dict[str, Any]) -> None:
-    import polars as pl
-
-    from kia.artifacts import atomic_path
-
-    with atomic_path(path) as tmp:
-        pl.DataFrame(rows, schema=schema).write_parquet(tmp)
-
-
 def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = None) -> ProbeResult:
     """Run the probe described by `config`, resuming a killed run in the same folder."""
     import polars as pl
@@ -273,15 +260,16 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
     stream = FactStream(
         config.facts, skip_invalid=config.skip_invalid, rejects_path=Path(config.output) / "rejects.jsonl"
     )
-    keys = [_Key(f.id, f.relation) for f in stream]
+    keys = [FactKey(f.id, f.relation) for f in stream]
     n_facts = min(len(keys), config.limit or len(keys))
     if config.exemplars:
         pool = FactStream(config.exemplars)
-        sets = _resolve(
-            make_exemplar_sets([_Key(f.id, f.relation) for f in pool], config.n_sets, config.shots, config.seed), pool
+        sets = resolve_exemplars(
+            make_exemplar_sets([FactKey(f.id, f.relation) for f in pool], config.n_sets, config.shots, config.seed),
+            pool,
         )
     else:
-        sets = _resolve(make_exemplar_sets(keys, config.n_sets, config.shots, config.seed), stream)
+        sets = resolve_exemplars(make_exemplar_sets(keys, config.n_sets, config.shots, config.seed), stream)
     del keys
     out = prepare_output(config.output, overwrite=config.overwrite)
     shard_dir = out / "shards"
@@ -303,7 +291,7 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
         done = 0
         resumed = 0
         engine: Engine | None = None
-        for i, chunk in enumerate(_chunks(stream, config.shard_size, n_facts)):
+        for i, chunk in enumerate(chunks(stream, config.shard_size, n_facts)):
             path = shard_dir / f"facts-{i:05d}.parquet"
             if path.exists():
                 resumed += 1
@@ -312,17 +300,17 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
                 gens: list[dict[str, Any]] | None = [] if config.keep_generations else None
                 rows = probe_facts(engine, chunk, sets, config, generations=gens)
                 if gens is not None:
-                    _write_parquet(shard_dir / f"generations-{i:05d}.parquet", gens, _schemas()[1])
-                _write_parquet(path, rows, _schemas()[0])
+                    write_shard(shard_dir / f"generations-{i:05d}.parquet", gens, shard_schemas()[1])
+                write_shard(path, rows, shard_schemas()[0])
             done += len(chunk)
             if progress:
                 progress(done, n_facts)
         if engine is not None:
             engine.close()
-        _concat(out / "facts.parquet", [shard_dir / f"facts-{i:05d}.parquet" for i in range(n_chunks)])
+        join_shards(out / "facts.parquet", [shard_dir / f"facts-{i:05d}.parquet" for i in range(n_chunks)])
         if config.keep_generations:
             gen_paths = [shard_dir / f"generations-{i:05d}.parquet" for i in range(n_chunks)]
-            _concat(out / "generations.parquet", [p for p in gen_paths if p.exists()])
+            join_shards(out / "generations.parquet", [p for p in gen_paths if p.exists()])
         summary = summarize(pl.scan_parquet(out / "facts.parquet"))
         write_json(out / "summary.json", summary)
         seconds = round(time.time() - start, 2)
@@ -336,7 +324,7 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
                 if config.exemplars
                 else {}
             ),
-            model=_model_identity(config.model),
+            model=model_identity(config.model),
             seed=config.seed,
             counts=summary["counts"],
             n_facts=n_facts,
@@ -355,142 +343,6 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
         resumed_shards=resumed,
         warnings=stream.warnings,
     )
-
-
-class _Key(NamedTuple):
-    """What drawing exemplar sets needs of a fact; the facts themselves are fetched afterwards."""
-
-    id: str
-    relation: str | None
-
-
-def _resolve(sets: ExemplarSets, stream: Iterable[Fact]) -> ExemplarSets:
-    """Swap the sets' keys for the full facts, in one pass over the source."""
-    wanted = {k.id for group in sets.sets.values() for s in group for k in s}
-    wanted |= {k.id for spares in sets.spares.values() for k in spares}
-    full = {f.id: f for f in stream if f.id in wanted}
-    return ExemplarSets(
-        {rel: [[full[k.id] for k in s] for s in v] for rel, v in sets.sets.items()},
-        {rel: [full[k.id] for k in v] for rel, v in sets.spares.items()},
-    )
-
-
-def _chunks(facts: Iterable[Fact], size: int, limit: int) -> Iterator[list[Fact]]:
-    chunk: list[Fact] = []
-    for n, fact in enumerate(facts):
-        if n == limit:
-            break
-        chunk.append(fact)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _concat(path: Path, shards: list[Path]) -> None:
-    """Shards into one file with one shard in memory at a time, whatever the number of shards."""
-    import pyarrow.parquet as pq
-
-    from kia.artifacts import atomic_path
-
-    with atomic_path(path) as tmp:
-        writer = None
-        try:
-            for shard in shards:
-                table = pq.read_table(shard)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-        finally:
-            if writer is not None:
-                writer.close()
-
-
-def _model_identity(model: str) -> dict[str, Any]:
-    p = Path(model)
-    if p.is_dir() and (p / "config.json").exists():
-        weights = sorted(p.glob("*.safetensors"))
-        return {
-            "id": model,
-            "config_sha256": sha256_file(p / "config.json"),
-            "weights_sha256": sha256_file(weights[0]) if len(weights) == 1 else None,
-        }
-    return {"id": model}
-
-
-def summarize(table: Any) -> dict[str, Any]:
-    """Counts per category (three-way and SliCK), refusal rate and generation totals, of a polars
-    DataFrame or LazyFrame (a scanned facts.parquet is summed without being loaded)."""
-    import polars as pl
-
-    col = pl.col
-    row = (
-        table.lazy()
-        .select(
-            pl.len().alias("n"),
-            *[(col("category") == c).sum().alias(c) for c in CATEGORIES],
-            *[(col("slick_category") == c).sum().alias(f"slick:{c}") for c in SLICK_CATEGORIES],
-            col("refused").sum().alias("refused"),
-            col("n_generations").sum().alias("n_generations"),
-            col("p_greedy").mean().alias("mean_p_greedy"),
-        )
-        .collect()
-        .row(0, named=True)
-    )
-    counts = {c: int(row[c] or 0) for c in CATEGORIES}
-    n = max(1, row["n"])
-    return {
-        "n_facts": row["n"],
-        "counts": counts,
-        "slick_counts": {c: int(row[f"slick:{c}"] or 0) for c in SLICK_CATEGORIES},
-        "shares": {c: counts[c] / n for c in CATEGORIES},
-        "refusal_rate": float(row["refused"] or 0) / n,
-        "n_generations": int(row["n_generations"] or 0),
-        "mean_p_greedy": float(row["mean_p_greedy"] or 0.0),
-    }
-
-
-def read_probe(folder: str | Path) -> Any:
-    """The facts.parquet of a finished probe folder, as a polars DataFrame."""
-    import polars as pl
-
-    from kia.artifacts import read_manifest
-
-    read_manifest(folder, "probe")
-    return pl.read_parquet(Path(folder) / "facts.parquet")
-
-
-def load_exemplar_sets(folder: str | Path) -> ExemplarSets:
-    """The exemplar sets a probe run used, so later stages build the very same prompts."""
-    path = Path(folder) / "exemplars.json"
-    data = read_json(path)
-    try:
-        return ExemplarSets.from_json(data)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        # a hand-edited or truncated file: name it rather than fail deep in prompt building
-        raise ArtifactError(
-            f"{path}: not a kia exemplar file ({type(exc).__name__}: {exc}); rerun `kia probe`"
-        ) from exc
-
-
-def facts_from_probe(table: Any) -> list[Fact]:
-    """Rebuild Fact objects from probe rows (the probe keeps every field of the input)."""
-    out = []
-    for r in table.iter_rows(named=True):
-        out.append(
-            Fact(
-                id=r["id"],
-                question=r["question"],
-                answers=tuple(r["answers"]),
-                subject=r["subject"],
-                relation=r["relation"],
-                object=r["object"],
-                paraphrases=tuple(r["paraphrases"] or ()),
-                domain=r["domain"],
-                extra=json.loads(r["extra"]) if r.get("extra") else {},
-            )
-        )
-    return out
 
 
 def greedy_reliability(
