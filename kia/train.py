@@ -194,23 +194,49 @@ def _keep_4bit_differentiable(model: Any) -> None:
 RUN_FILE = "run.json"  # in checkpoints/: what a --resume must match
 
 
+def _checkpoints(ckpt_dir: Path) -> tuple[Path | None, list[Path]]:
+    """(the newest complete checkpoint, the partial ones newer than it).
+
+    The Trainer writes a checkpoint's trainer_state.json last, so a checkpoint is complete when that
+    file reads as JSON; a run killed while saving leaves a newer, partial folder that the
+    Trainer's own `get_last_checkpoint` would pick, and fail to resume from."""
+    import json
+    import re
+
+    numbered = sorted(
+        (
+            (int(m.group(1)), d)
+            for d in ckpt_dir.glob("checkpoint-*")
+            if (m := re.fullmatch(r"checkpoint-(\d+)", d.name))
+        ),
+        reverse=True,
+    )
+    partial: list[Path] = []
+    for _, d in numbered:
+        try:
+            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            partial.append(d)
+            continue
+        return d, partial
+    return None, partial
+
+
 def _check_output(out: Path, config: InjectConfig) -> Path | None:
     """Read-only checks on the output folder (every process runs them); the checkpoint to resume."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from kia.artifacts import MANIFEST
 
     ckpt_dir = out / "checkpoints"
+    last = _checkpoints(ckpt_dir)[0] if ckpt_dir.is_dir() else None
     if config.resume:
-        last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
         if last is None:
             raise ConfigError(
-                f"{out}: no checkpoint to resume from (no {ckpt_dir.name}/checkpoint-*); run without --resume"
+                f"{out}: no checkpoint to resume from (no complete {ckpt_dir.name}/checkpoint-*); run without --resume"
             )
-        return Path(last)
+        return last
     if (out / MANIFEST).exists() and not config.overwrite:
         raise ArtifactError(f"{out}: already holds a finished run; pass --overwrite or choose another -o")
-    if ckpt_dir.is_dir() and get_last_checkpoint(str(ckpt_dir)) and not config.overwrite:
+    if last is not None and not config.overwrite:
         raise ArtifactError(
             f"{out}: holds the checkpoints of an interrupted run; pass --resume to continue it "
             "or --overwrite to start over"
@@ -279,6 +305,9 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
         out = prepare_output(out, overwrite=config.overwrite or config.resume)
     lock = FolderLock(out) if main else contextlib.nullcontext()
     with lock:
+        if main and resume_from is not None:
+            for partial in _checkpoints(out / "checkpoints")[1]:  # killed while saving: start that epoch again
+                shutil.rmtree(partial, ignore_errors=True)
         if main and resume_from is None:
             for stale in (out / "checkpoints", out / "train_log.jsonl"):
                 if stale.is_dir():

@@ -89,6 +89,10 @@ def test_sigkilled_training_resumes_to_the_same_adapter(tmp_path):
         1,
     )
     assert not (cut / MANIFEST).exists()
+    # a kill while the Trainer saves leaves a newer, partial checkpoint (CI hit one): make sure of one
+    partial = cut / "checkpoints" / "checkpoint-999"
+    partial.mkdir(exist_ok=True)
+    (partial / "trainer_state.json").write_text('{"global_st', encoding="utf-8")
     _run(_kia("inject", str(tmp_path / "build"), "-o", str(cut), *args, "--resume"))
     a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
     b = load_file(cut / "adapter_model.safetensors")

@@ -128,17 +128,24 @@ def test_callback_logs_each_epoch_and_stops_at_the_target(tmp_path):
 
 def test_output_folder_checks(tmp_path):
     from kia.errors import KiaError
-    from kia.train import _check_output
+    from kia.train import _check_output, _checkpoints
 
     out = tmp_path / "a"
     assert _check_output(out, InjectConfig(build="b", output=str(out))) is None
     with pytest.raises(KiaError, match="no checkpoint to resume"):
         _check_output(out, InjectConfig(build="b", output=str(out), resume=True))
     (out / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    assert _check_output(out, InjectConfig(build="b", output=str(out))) is None  # empty: killed while saving
+    (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4}')
+    # killed while saving the next epoch: its folder has no (or a truncated) trainer_state.json
+    (out / "checkpoints" / "checkpoint-8").mkdir()
+    (out / "checkpoints" / "checkpoint-8" / "trainer_state.json").write_text('{"global_st')
+    (out / "checkpoints" / "checkpoint-12").mkdir()
     with pytest.raises(KiaError, match="--resume to continue"):
         _check_output(out, InjectConfig(build="b", output=str(out)))
     assert _check_output(out, InjectConfig(build="b", output=str(out), overwrite=True)) is None
     assert _check_output(out, InjectConfig(build="b", output=str(out), resume=True)).name == "checkpoint-4"
+    assert [p.name for p in _checkpoints(out / "checkpoints")[1]] == ["checkpoint-12", "checkpoint-8"]
     (out / "manifest.json").write_text("{}")
     with pytest.raises(KiaError, match="--overwrite"):
         _check_output(out, InjectConfig(build="b", output=str(out)))
