@@ -34,7 +34,8 @@ from kia.artifacts import (
     sha256_tree,
     write_manifest,
 )
-from kia.errors import ArtifactError, ConfigError
+from kia.errors import ConfigError
+from kia.train_resume import RUN_FILE, check_output, checkpoints, run_identity
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"rank": 1, "alpha": 2.0, "rslora": True, "dropout": 0.1, "targets": ("gate_proj", "up_proj", "down_proj"),
@@ -191,72 +192,6 @@ def _keep_4bit_differentiable(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-RUN_FILE = "run.json"  # in checkpoints/: what a --resume must match
-
-
-def _checkpoints(ckpt_dir: Path) -> tuple[Path | None, list[Path]]:
-    """(the newest complete checkpoint, the partial ones newer than it).
-
-    The Trainer writes a checkpoint's trainer_state.json last, so a checkpoint is complete when that
-    file reads as JSON; a run killed while saving leaves a newer, partial folder that the
-    Trainer's own `get_last_checkpoint` would pick, and fail to resume from."""
-    import json
-    import re
-
-    numbered = sorted(
-        (
-            (int(m.group(1)), d)
-            for d in ckpt_dir.glob("checkpoint-*")
-            if (m := re.fullmatch(r"checkpoint-(\d+)", d.name))
-        ),
-        reverse=True,
-    )
-    partial: list[Path] = []
-    for _, d in numbered:
-        try:
-            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            partial.append(d)
-            continue
-        return d, partial
-    return None, partial
-
-
-def _check_output(out: Path, config: InjectConfig) -> Path | None:
-    """Read-only checks on the output folder (every process runs them); the checkpoint to resume."""
-    from kia.artifacts import MANIFEST
-
-    ckpt_dir = out / "checkpoints"
-    last = _checkpoints(ckpt_dir)[0] if ckpt_dir.is_dir() else None
-    if config.resume:
-        if last is None:
-            raise ConfigError(
-                f"{out}: no checkpoint to resume from (no complete {ckpt_dir.name}/checkpoint-*); run without --resume"
-            )
-        return last
-    if (out / MANIFEST).exists() and not config.overwrite:
-        raise ArtifactError(f"{out}: already holds a finished run; pass --overwrite or choose another -o")
-    if last is not None and not config.overwrite:
-        raise ArtifactError(
-            f"{out}: holds the checkpoints of an interrupted run; pass --resume to continue it "
-            "or --overwrite to start over"
-        )
-    return None
-
-
-def _run_identity(config: InjectConfig, hp: dict[str, Any], model_id: str, train_sha: str) -> dict[str, Any]:
-    """Everything that must be the same for a resumed run to continue the interrupted one."""
-    return {
-        "model": model_id,
-        "train_sha256": train_sha,
-        "quant": config.quant,
-        "seed": config.seed,
-        "max_length": config.max_length,
-        "padding_free": config.padding_free,
-        **{k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
-    }
-
-
 def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     """Train the adapter described by `config` on the build folder it names.
 
@@ -290,10 +225,10 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     rank, _ = _rank()
     main = rank == 0
     out = Path(config.output)
-    resume_from = _check_output(out, config)
+    resume_from = check_output(out, config)
     train_path = build_dir / "train.jsonl"
     train_sha = sha256_file(train_path)
-    identity = _run_identity(config, hp, model_id, train_sha)
+    identity = run_identity(config, hp, model_id, train_sha)
     if resume_from is not None and (out / "checkpoints" / RUN_FILE).exists():
         before = read_json(out / "checkpoints" / RUN_FILE)
         changed = sorted(k for k in identity if before.get(k) != identity[k])
@@ -306,7 +241,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     lock = FolderLock(out) if main else contextlib.nullcontext()
     with lock:
         if main and resume_from is not None:
-            for partial in _checkpoints(out / "checkpoints")[1]:  # killed while saving: start that epoch again
+            for partial in checkpoints(out / "checkpoints")[1]:  # killed while saving: start that epoch again
                 shutil.rmtree(partial, ignore_errors=True)
         if main and resume_from is None:
             for stale in (out / "checkpoints", out / "train_log.jsonl"):

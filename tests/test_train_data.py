@@ -128,7 +128,8 @@ def test_callback_logs_each_epoch_and_stops_at_the_target(tmp_path):
 
 def test_output_folder_checks(tmp_path):
     from kia.errors import KiaError
-    from kia.train import _check_output, _checkpoints
+    from kia.train_resume import check_output as _check_output
+    from kia.train_resume import checkpoints as _checkpoints
 
     out = tmp_path / "a"
     assert _check_output(out, InjectConfig(build="b", output=str(out))) is None
