@@ -373,13 +373,6 @@ def greedy_reliability(
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=config.max_new_tokens, seed=seed)
     for s in range(n_sets):
         prompts = [build(_shots(sets.for_fact(st.fact, s)), st.fact.question) for st in states]
-        answers: list[str | None] = [None] * len(prompts)
-        if hasattr(engine, "greedy_if"):  # one teacher-forced pass settles the facts answered as taught
-            expected = [build.continuation(st.fact.answer) for st in states]
-            answers = engine.greedy_if(prompts, expected, greedy, adapter=adapter)
-        todo = [i for i, a in enumerate(answers) if a is None]
-        for i, outs in zip(todo, engine.generate([prompts[i] for i in todo], greedy, adapter=adapter), strict=True):
-            answers[i] = outs[0]
-        for st, text in zip(states, answers, strict=True):
-            st.greedy_ok.append(is_correct(extract_answer(text or ""), st.fact.answers, match))
+        for st, outs in zip(states, engine.generate(prompts, greedy, adapter=adapter), strict=True):
+            st.greedy_ok.append(is_correct(extract_answer(outs[0]), st.fact.answers, match))
     return [sum(st.greedy_ok) / len(st.greedy_ok) for st in states]

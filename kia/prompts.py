@@ -45,11 +45,6 @@ class PromptBuilder:
         self.engine = engine
         self._prefix: dict[tuple[tuple[str, str], ...], str] = {}
 
-    def continuation(self, answer: str) -> str:
-        """What a model that answers like the exemplars writes after the prompt: " Lyon" after a
-        plain "A:", "Answer: Lyon" as a chat turn."""
-        return f"Answer: {answer}" if self.engine.chat(chat_messages([], "?")) is not None else f" {answer}"
-
     def __call__(self, shots: Sequence[tuple[str, str]], question: str) -> Prompt:
         key = tuple(shots)
         full = self.engine.chat(chat_messages(shots, question))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
@@ -70,6 +71,8 @@ class ReliabilityCallback(TrainerCallback):
         from kia.engines.hf import HFEngine
 
         self.engine = HFEngine(model, tokenizer, model_id=model_id, batch_size=128)
+        device = self.engine.device
+        self._rng_devices = [device.index or 0] if device.type == "cuda" else []
         self.model = model
         self.injected, self.known, self.sets = injected, known, sets
         self.log_path = log_path
@@ -98,8 +101,11 @@ class ReliabilityCallback(TrainerCallback):
         was_training = self.model.training
         self.model.eval()
         start = time.time()
+        # Generation seeds the global generator; forking it keeps the training's random stream
+        # (dropout, shuffling) the same however much is evaluated.
         try:
-            scores = greedy_reliability(self.engine, facts, self.sets, n_sets=self.n_sets, adapter=adapter)
+            with torch.random.fork_rng(devices=self._rng_devices):
+                scores = greedy_reliability(self.engine, facts, self.sets, n_sets=self.n_sets, adapter=adapter)
         finally:
             self.eval_seconds += time.time() - start
             if was_training:

@@ -251,6 +251,21 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(build_dir, tmp_pa
 
 
 @needs_model
+def test_how_much_is_evaluated_does_not_change_what_is_trained(build_dir, tmp_path):
+    """Generation seeds the global random generator; the callback must not pass that on to the
+    training (dropout), or a bigger evaluation would train a different adapter."""
+    import torch
+    from safetensors.torch import load_file
+
+    small = _inject(build_dir, tmp_path / "small", quant="none", epochs=2, eval_sets=1, heldout_known=0)
+    large = _inject(build_dir, tmp_path / "large", quant="none", epochs=2, eval_sets=3, heldout_known=6)
+    assert [r["loss"] for r in small.curve] == [r["loss"] for r in large.curve]
+    a = load_file(tmp_path / "small" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "large" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@needs_model
 def test_inject_cli(build_dir, tmp_path):
     from click.testing import CliRunner
 

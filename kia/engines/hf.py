@@ -1,8 +1,11 @@
 """The transformers engine: batched, left-padded, length-sorted generation on CPU or GPU.
 
-Two things make it fast on short answers: each row stops at its first newline (most answers are a
-few tokens, not `max_new_tokens`), and for sampling the prompt is prefilled once and its key/value
-cache copied to the `n` samples instead of being recomputed `n` times.
+What makes it fast on short answers: each row stops at its first newline (most answers are a few
+tokens, not `max_new_tokens`); each distinct few-shot prefix of a batch is run once and its
+key/value cache shared by its rows; a batch may mix prefixes (left-padded into one pass), so a few
+prompts for each of many relations and exemplar sets still decode together, in one loop of forward
+passes rather than one per prefix; and for sampling the prompt is prefilled once and its cache
+copied to the `n` samples instead of being recomputed `n` times.
 """
 
 from __future__ import annotations
@@ -126,100 +129,25 @@ class HFEngine:
         if not prompts:
             return []
         encoded = self._encode(prompts)
-        # Prompts sharing a prefix go together (its cache is computed once per batch); within a
-        # group, sorting by length keeps padding small.
+        # Prompts sharing a prefix sit next to each other (each distinct prefix of a batch is run
+        # once); within a prefix, sorting by length keeps padding small. A batch may span several
+        # prefixes: with few prompts per prefix (a training curve, a small audit) that saves far
+        # more forward passes than the padded prefixes cost.
         order = sorted(range(len(encoded)), key=lambda i: (encoded[i][0], len(encoded[i][1]), i))
         per_batch = max(1, self.batch_size // sampling.n)
-        batches: list[list[int]] = []
-        for i in order:
-            if batches and len(batches[-1]) < per_batch and encoded[batches[-1][0]][0] == encoded[i][0]:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
         results: list[list[str]] = [[] for _ in prompts]
         with self._adapter_context(adapter):
-            for idx in batches:
+            for start in range(0, len(order), per_batch):
+                idx = order[start : start + per_batch]
                 texts = [prompts[i].text if isinstance(prompts[i], Prompt) else prompts[i] for i in idx]
-                prefix = list(encoded[idx[0]][0])
                 outs = self._generate_batch(
-                    prefix, [encoded[i][1] for i in idx], sampling, _seed_for(sampling.seed, texts)
+                    [encoded[i][0] for i in idx],
+                    [encoded[i][1] for i in idx],
+                    sampling,
+                    _seed_for(sampling.seed, texts),
                 )
                 for j, i in enumerate(idx):
                     results[i] = outs[j * sampling.n : (j + 1) * sampling.n]
-        return results
-
-    def greedy_if(
-        self, prompts: Sequence[Prompt | str], expected: Sequence[str], sampling: Sampling, *, adapter: bool = False
-    ) -> list[str | None]:
-        """For each prompt, the greedy completion when it is `expected` (then a stop or the end of
-        sequence), checked in one teacher-forced forward pass instead of decoding token by token;
-        None when greedy decoding would write something else, or when a step is too close to call
-        (then generate it).
-
-        Greedy decoding emits the argmax at every step, so it writes `expected` exactly when each of
-        its tokens is the argmax given the ones before: teacher-forced logits show all steps at
-        once. A top-two margin under `_TIE` at any step gives None, since batched and step-by-step
-        passes may round a near-tie differently. As in `generate`, prompts sharing a few-shot
-        prefix are batched together over its KV cache, computed once per batch."""
-        torch = self._torch
-        if adapter and not self.has_adapter:
-            raise EngineError("generation through an adapter was asked for, but no adapter is loaded")
-        results: list[str | None] = [None] * len(prompts)
-        if not sampling.greedy or not sampling.stop:
-            return results
-        stop_ids = set(self._stop_ids(sampling.stop).tolist())
-        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        eos = eos if eos is not None else self.tokenizer.eos_token_id
-        ends = stop_ids | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        rows: list[tuple[tuple[int, ...], list[int], int, int]] = []  # prefix, suffix + continuation, n cont, index
-        for i, ((prefix, suffix), text) in enumerate(zip(self._encode(prompts), expected, strict=True)):
-            p = prompts[i] if isinstance(prompts[i], Prompt) else Prompt("", prompts[i])
-            joined = self.tokenizer(p.suffix + text + sampling.stop[0], add_special_tokens=False).input_ids
-            if joined[: len(suffix)] != suffix:
-                continue  # the answer merges with the prompt's last token: let generation decide
-            end = next((k for k, t in enumerate(joined[len(suffix) :]) if t in stop_ids), None)
-            if end is None or end + 1 > sampling.max_new_tokens:
-                continue
-            rows.append((prefix, joined[: len(suffix) + end + 1], end + 1, i))
-        rows.sort(key=lambda r: (r[0], len(r[1])))
-        batches: list[list[tuple[tuple[int, ...], list[int], int, int]]] = []
-        for row in rows:
-            if batches and len(batches[-1]) < self.batch_size and batches[-1][0][0] == row[0]:
-                batches[-1].append(row)
-            else:
-                batches.append([row])
-        tie = _TIE if next(self.model.parameters()).dtype == torch.float32 else 100 * _TIE
-        with self._adapter_context(adapter), torch.inference_mode():
-            for batch in batches:
-                prefix = list(batch[0][0])
-                width, keep = max(len(r[1]) for r in batch), max(r[2] for r in batch) + 1
-                ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
-                mask = torch.ones((len(batch), len(prefix) + width), dtype=torch.long)
-                for r, (_, seq, _, _) in enumerate(batch):  # left padding: every continuation ends its row
-                    ids[r, width - len(seq) :] = torch.tensor(seq)
-                    mask[r, len(prefix) : len(prefix) + width - len(seq)] = 0
-                cache = None
-                if prefix:
-                    pre = torch.tensor([prefix], dtype=torch.long, device=self.device)
-                    cache = self.model(input_ids=pre, use_cache=True).past_key_values
-                    cache.batch_repeat_interleave(len(batch))
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix) :]
-                logits = self.model(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                    past_key_values=cache,
-                    use_cache=cache is not None,
-                    logits_to_keep=keep,
-                ).logits.float()
-                top = logits.topk(2, dim=-1)
-                for r, (_, seq, n, i) in enumerate(batch):
-                    steps = slice(keep - 1 - n, keep - 1)  # the logits that predict the continuation
-                    best, values = top.indices[r, steps, 0].tolist(), top.values[r, steps]
-                    # the last step may end the answer with any stop token, or the end of sequence
-                    sure = bool(((values[:, 0] - values[:, 1]) > tie).all())
-                    if sure and best[:-1] == seq[len(seq) - n : -1] and best[-1] in ends:
-                        results[i] = _cut(self.tokenizer.decode(best, skip_special_tokens=True), sampling.stop)
         return results
 
     def _adapter_context(self, adapter: bool) -> Any:
@@ -229,13 +157,44 @@ class HFEngine:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
 
-    def _generate_batch(self, prefix: list[int], suffixes: list[list[int]], sampling: Sampling, seed: int) -> list[str]:
+    def _prefix_cache(self, prefixes: Sequence[tuple[int, ...]]) -> tuple[Any, Any, Any]:
+        """The key/value cache of each row's few-shot prefix, with the prefix ids and mask.
+
+        Each distinct prefix is computed once; several are left-padded into one forward pass, and
+        each row then takes its prefix's keys and values. Positions follow the mask, so a padded
+        prefix sits at the positions it would have alone. (None, empty, empty) without prefixes."""
+        torch = self._torch
+        distinct = list(dict.fromkeys(prefixes))
+        width = max(len(p) for p in distinct)
+        ids = torch.full((len(distinct), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(distinct), width), dtype=torch.long)
+        for r, p in enumerate(distinct):
+            ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[r, width - len(p) :] = 1
+        row_of = torch.tensor([distinct.index(p) for p in prefixes], dtype=torch.long)
+        if not width:
+            return None, ids[row_of], mask[row_of]
+        if len(distinct) == 1:  # no padding: the plain pass
+            cache = self.model(input_ids=ids.to(self.device), use_cache=True).past_key_values
+        else:
+            cache = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device),
+                use_cache=True,
+            ).past_key_values
+        cache.reorder_cache(row_of.to(self.device))
+        return cache, ids[row_of], mask[row_of]
+
+    def _generate_batch(
+        self, prefixes: Sequence[tuple[int, ...]], suffixes: list[list[int]], sampling: Sampling, seed: int
+    ) -> list[str]:
         """Generate for prompts `prefix + suffix`.
 
-        The shared prefix is run once and its keys and values copied to every row; for sampling,
-        each prompt is prefilled once and its cache copied to its `n` samples. Suffixes are
-        left-padded after the prefix; the attention mask and the position ids skip the padding,
-        so each row computes exactly what it would alone.
+        Each distinct prefix is run once and its keys and values copied to its rows; for sampling,
+        each prompt is prefilled once and its cache copied to its `n` samples. Prefixes and
+        suffixes are left-padded; the attention mask and the position ids skip the padding, so
+        each row computes what it would alone.
         """
         torch = self._torch
         n, batch = sampling.n, len(suffixes)
@@ -245,9 +204,6 @@ class HFEngine:
         for r, ids in enumerate(suffixes):
             suffix_ids[r, width - len(ids) :] = torch.tensor(ids)
             suffix_mask[r, width - len(ids) :] = 1
-        pre = torch.tensor([prefix], dtype=torch.long).reshape(1, len(prefix))
-        input_ids = torch.cat([pre.expand(batch, -1), suffix_ids], dim=1).to(self.device)
-        mask = torch.cat([torch.ones_like(pre).expand(batch, -1), suffix_mask], dim=1).to(self.device)
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens,
             "pad_token_id": self._pad,
@@ -258,17 +214,17 @@ class HFEngine:
         else:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k or None, top_p=1.0)
         with torch.inference_mode():
-            cache = None
-            if prefix:
-                cache = self.model(input_ids=input_ids[:1, : len(prefix)], use_cache=True).past_key_values
-                cache.batch_repeat_interleave(batch)
+            cache, prefix_ids, prefix_mask = self._prefix_cache(prefixes)
+            input_ids = torch.cat([prefix_ids, suffix_ids], dim=1).to(self.device)
+            mask = torch.cat([prefix_mask, suffix_mask], dim=1).to(self.device)
+            start = prefix_ids.shape[1]
             if n > 1 and width > 1:
                 upto = input_ids.shape[1] - 1
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 cache = self.model(
-                    input_ids=input_ids[:, len(prefix) : upto],
+                    input_ids=input_ids[:, start:upto],
                     attention_mask=mask[:, :upto],
-                    position_ids=positions[:, len(prefix) : upto],
+                    position_ids=positions[:, start:upto],
                     past_key_values=cache,
                     use_cache=True,
                 ).past_key_values
@@ -284,9 +240,6 @@ class HFEngine:
         new = generated[:, input_ids.shape[1] :].tolist()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [_cut(t, sampling.stop) for t in texts]
-
-
-_TIE = 1e-3  # logit margin under which a greedy step is too close to call from a batched pass
 
 
 def _cut(text: str, stops: tuple[str, ...]) -> str:
