@@ -9,11 +9,15 @@ probe, 3 exemplar sets). kia's wall time includes its per-epoch reliability eval
 training time does not.
 
     python bench/bench_train.py runs/demo/build      # writes bench/results/train.json
+
+Each side runs `--repeats` times (3), alternating, each in a fresh process; the JSON keeps every
+trial and reports the medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -94,6 +98,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating; medians reported")
     parser.add_argument("--only", choices=["kia", "baseline"], default=None, help="run one side (a fresh process each)")
     parser.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "train.json"))
     args = parser.parse_args()
@@ -110,36 +115,47 @@ def main() -> None:
     hp = config.resolved()
     model_id = str(read_manifest(build, "build")["model"])
     if args.only is None:
-        # Each side in its own process, so that peak memory is its own.
-        runs = {}
-        for side in ("baseline", "kia"):
-            cmd = [
-                sys.executable,
-                __file__,
-                str(build),
-                "--preset",
-                args.preset,
-                "--seed",
-                str(args.seed),
-                "--only",
-                side,
-            ]
-            for flag, value in (("--lr", args.lr), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
-                if value is not None:
-                    cmd += [flag, str(value)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            runs[side] = json.loads(out.strip().splitlines()[-1])
+        # Each side in its own process, so that peak memory is its own; the sides alternate, and
+        # each figure is the median over the repeats (on this VM single runs vary by a quarter).
+        trials: dict[str, list[dict]] = {"baseline": [], "kia": []}
+        for _ in range(args.repeats):
+            for side in ("baseline", "kia"):
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    str(build),
+                    "--preset",
+                    args.preset,
+                    "--seed",
+                    str(args.seed),
+                    "--only",
+                    side,
+                ]
+                for flag, value in (("--lr", args.lr), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+                    if value is not None:
+                        cmd += [flag, str(value)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                trials[side].append(json.loads(out.strip().splitlines()[-1]))
+        runs = {
+            side: {key: round(statistics.median(t[key] for t in ts), 2) for key in ts[0]} for side, ts in trials.items()
+        }
         k, b = runs["kia"], runs["baseline"]
         result = {
             "benchmark": "train",
             "machine": machine(),
             "build": str(build),
             "hyperparameters": {k2: list(v) if isinstance(v, tuple) else v for k2, v in hp.items()},
+            "repeats": args.repeats,
             "runs": runs,
+            "trials": trials,
             "comparisons": {
                 "kia_vs_baseline": {
                     "speedup": round(b["wall_seconds"] / k["wall_seconds"], 2),
                     "speedup_training_only": round(b["train_seconds"] / k["train_seconds"], 2),
+                    "speedup_per_repeat": [
+                        round(x["wall_seconds"] / y["wall_seconds"], 2)
+                        for x, y in zip(trials["baseline"], trials["kia"], strict=True)
+                    ],
                     "reliability_difference_points": round(100 * (k["reliability"] - b["reliability"]), 1),
                     "peak_rss_ratio": round(k["peak_rss_mb"] / b["peak_rss_mb"], 2),
                 }
