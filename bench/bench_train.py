@@ -117,23 +117,25 @@ def main() -> None:
     if args.only is None:
         # Each side in its own process, so that peak memory is its own; the sides alternate, and
         # each figure is the median over the repeats (on this VM single runs vary by a quarter).
-        trials: dict[str, list[dict]] = {"baseline": [], "kia": []}
+        cmds = {}
+        for side in ("baseline", "kia"):
+            cmds[side] = [
+                sys.executable,
+                __file__,
+                str(build),
+                "--preset",
+                args.preset,
+                "--seed",
+                str(args.seed),
+                "--only",
+                side,
+            ]
+            for flag, value in (("--lr", args.lr), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+                if value is not None:
+                    cmds[side] += [flag, str(value)]
+        trials: dict[str, list[dict]] = {side: [] for side in cmds}
         for _ in range(args.repeats):
-            for side in ("baseline", "kia"):
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    str(build),
-                    "--preset",
-                    args.preset,
-                    "--seed",
-                    str(args.seed),
-                    "--only",
-                    side,
-                ]
-                for flag, value in (("--lr", args.lr), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
-                    if value is not None:
-                        cmd += [flag, str(value)]
+            for side, cmd in cmds.items():
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 trials[side].append(json.loads(out.strip().splitlines()[-1]))
         runs = {

@@ -164,14 +164,15 @@ class HFEngine:
         each row then takes its prefix's keys and values. Positions follow the mask, so a padded
         prefix sits at the positions it would have alone. (None, empty, empty) without prefixes."""
         torch = self._torch
-        distinct = list(dict.fromkeys(prefixes))
+        row_in = {p: r for r, p in enumerate(dict.fromkeys(prefixes))}  # distinct prefix -> its row
+        distinct = list(row_in)
         width = max(len(p) for p in distinct)
         ids = torch.full((len(distinct), width), self._pad, dtype=torch.long)
         mask = torch.zeros((len(distinct), width), dtype=torch.long)
         for r, p in enumerate(distinct):
             ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
             mask[r, width - len(p) :] = 1
-        row_of = torch.tensor([distinct.index(p) for p in prefixes], dtype=torch.long)
+        row_of = torch.tensor([row_in[p] for p in prefixes], dtype=torch.long)
         if not width:
             return None, ids[row_of], mask[row_of]
         if len(distinct) == 1:  # no padding: the plain pass
