@@ -45,6 +45,10 @@ class HFEngine:
         self._pad = tokenizer.pad_token_id
         self._stop_cache: dict[tuple[str, ...], Any] = {}
         self._torch = torch
+        # Passes that only fill the key/value cache need no logits: asking for the last position's
+        # only saves the vocabulary projection of every prefix token (GBs for a long few-shot
+        # prefix and a 150k vocabulary).
+        self._cache_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -176,13 +180,14 @@ class HFEngine:
         if not width:
             return None, ids[row_of], mask[row_of]
         if len(distinct) == 1:  # no padding: the plain pass
-            cache = self.model(input_ids=ids.to(self.device), use_cache=True).past_key_values
+            cache = self.model(input_ids=ids.to(self.device), use_cache=True, **self._cache_only).past_key_values
         else:
             cache = self.model(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device),
                 use_cache=True,
+                **self._cache_only,
             ).past_key_values
         cache.reorder_cache(row_of.to(self.device))
         return cache, ids[row_of], mask[row_of]
@@ -228,6 +233,7 @@ class HFEngine:
                     position_ids=positions[:, start:upto],
                     past_key_values=cache,
                     use_cache=True,
+                    **self._cache_only,
                 ).past_key_values
             if n > 1:
                 input_ids = input_ids.repeat_interleave(n, dim=0)
@@ -241,6 +247,17 @@ class HFEngine:
         new = generated[:, input_ids.shape[1] :].tolist()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [_cut(t, sampling.stop) for t in texts]
+
+
+def _accepts(model: Any, name: str) -> bool:
+    """Whether the (base) model's forward takes the keyword `name`."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return name in inspect.signature(base.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _cut(text: str, stops: tuple[str, ...]) -> str:
