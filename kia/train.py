@@ -204,12 +204,13 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     import sys
 
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from kia.artifacts import read_json, write_json
     from kia.train_callbacks import QuietProgressCallback, ReliabilityCallback, load_eval_facts
     from kia.train_data import FlatCollator, PadCollator, encode_row
+    from kia.train_loop import KiaTrainer, use_cpu_dropout
 
     start = time.time()
     build_dir = Path(config.build)
@@ -264,6 +265,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
+        if device == "cpu":
+            use_cpu_dropout(model)
         rows = read_jsonl(train_path)
         if not rows:
             raise ConfigError(f"{train_path}: no training rows")
@@ -309,7 +312,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             train_sampling_strategy="random" if padding_free else "group_by_length",
             remove_unused_columns=False,
         )
-        trainer = Trainer(
+        trainer = KiaTrainer(
             model=model,
             args=args,
             train_dataset=_ListDataset(data),
