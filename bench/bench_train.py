@@ -10,8 +10,8 @@ training time does not.
 
     python bench/bench_train.py runs/demo/build      # writes bench/results/train.json
 
-Each side runs `--repeats` times (3), alternating, each in a fresh process; the JSON keeps every
-trial and reports the medians.
+Each side runs `--repeats` times (3), alternating, each in a fresh process, repeat i with seed
+`--seed` + i; the JSON keeps every trial and reports the median times and the mean reliability.
 """
 
 from __future__ import annotations
@@ -98,7 +98,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating; medians reported")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each side, alternating, repeat i with seed + i: median times, mean reliability",
+    )
     parser.add_argument("--only", choices=["kia", "baseline"], default=None, help="run one side (a fresh process each)")
     parser.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "train.json"))
     args = parser.parse_args()
@@ -116,30 +121,33 @@ def main() -> None:
     model_id = str(read_manifest(build, "build")["model"])
     if args.only is None:
         # Each side in its own process, so that peak memory is its own; the sides alternate, and
-        # each figure is the median over the repeats (on this VM single runs vary by a quarter).
-        cmds = {}
-        for side in ("baseline", "kia"):
-            cmds[side] = [
-                sys.executable,
-                __file__,
-                str(build),
-                "--preset",
-                args.preset,
-                "--seed",
-                str(args.seed),
-                "--only",
-                side,
-            ]
+        # each time is the median over the repeats (on this VM single runs vary by a quarter).
+        # Repeat i trains both sides with seed + i: the reliabilities are compared as means over
+        # seeds, next to their seed-to-seed spread (one seed's difference is mostly batch order).
+        def command(side: str, seed: int) -> list[str]:
+            cmd = [sys.executable, __file__, str(build), "--preset", args.preset, "--seed", str(seed), "--only", side]
             for flag, value in (("--lr", args.lr), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
                 if value is not None:
-                    cmds[side] += [flag, str(value)]
-        trials: dict[str, list[dict]] = {side: [] for side in cmds}
-        for _ in range(args.repeats):
-            for side, cmd in cmds.items():
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                trials[side].append(json.loads(out.strip().splitlines()[-1]))
+                    cmd += [flag, str(value)]
+            return cmd
+
+        seeds = [args.seed + i for i in range(args.repeats)]
+        trials: dict[str, list[dict]] = {"baseline": [], "kia": []}
+        for seed in seeds:
+            for side in trials:
+                out = subprocess.run(command(side, seed), check=True, capture_output=True, text=True).stdout
+                trials[side].append({"seed": seed, **json.loads(out.strip().splitlines()[-1])})
         runs = {
-            side: {key: round(statistics.median(t[key] for t in ts), 2) for key in ts[0]} for side, ts in trials.items()
+            side: {
+                **{
+                    key: round(statistics.median(t[key] for t in ts), 2)
+                    for key in ts[0]
+                    if key not in ("seed", "reliability")
+                },
+                "reliability": round(statistics.mean(t["reliability"] for t in ts), 4),
+                "reliability_per_seed": [t["reliability"] for t in ts],
+            }
+            for side, ts in trials.items()
         }
         k, b = runs["kia"], runs["baseline"]
         result = {
@@ -148,6 +156,7 @@ def main() -> None:
             "build": str(build),
             "hyperparameters": {k2: list(v) if isinstance(v, tuple) else v for k2, v in hp.items()},
             "repeats": args.repeats,
+            "seeds": seeds,
             "runs": runs,
             "trials": trials,
             "comparisons": {
@@ -158,7 +167,12 @@ def main() -> None:
                         round(x["wall_seconds"] / y["wall_seconds"], 2)
                         for x, y in zip(trials["baseline"], trials["kia"], strict=True)
                     ],
+                    # mean over seeds; per seed beside it
                     "reliability_difference_points": round(100 * (k["reliability"] - b["reliability"]), 1),
+                    "reliability_difference_points_per_seed": [
+                        round(100 * (y["reliability"] - x["reliability"]), 1)
+                        for x, y in zip(trials["baseline"], trials["kia"], strict=True)
+                    ],
                     "peak_rss_ratio": round(k["peak_rss_mb"] / b["peak_rss_mb"], 2),
                 }
             },
