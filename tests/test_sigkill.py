@@ -54,7 +54,8 @@ def test_sigkilled_probe_resumes_to_the_same_table(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_probe_model import _sample
 
-    facts = _sample(tmp_path, per_band=8)
+    # enough shards that the kill, up to 2 s after the first one, lands before the last
+    facts = _sample(tmp_path, per_band=16)
     args = ["--sets", "4", "--samples", "4", "--shard-size", "8"]
     _run(_kia("probe", str(facts), "-o", str(tmp_path / "ref"), *args))
     run = tmp_path / "run"

@@ -49,6 +49,8 @@ class HFEngine:
         # only saves the vocabulary projection of every prefix token (GBs for a long few-shot
         # prefix and a 150k vocabulary).
         self._cache_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._config = getattr(base, "config", None)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -161,12 +163,16 @@ class HFEngine:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
 
-    def _prefix_cache(self, prefixes: Sequence[tuple[int, ...]]) -> tuple[Any, Any, Any]:
+    def _prefix_cache(self, prefixes: Sequence[tuple[int, ...]], suffix_width: int, room: int) -> tuple[Any, Any, Any]:
         """The key/value cache of each row's few-shot prefix, with the prefix ids and mask.
 
         Each distinct prefix is computed once; several are left-padded into one forward pass, and
-        each row then takes its prefix's keys and values. Positions follow the mask, so a padded
-        prefix sits at the positions it would have alone. (None, empty, empty) without prefixes."""
+        each row then takes its prefix's keys and values, copied into a cache with room for the
+        suffix and `room` answer tokens (see kv_cache.py). Positions follow the mask, so a padded
+        prefix sits at the positions it would have alone. Without prefixes: an empty such cache
+        (or None where transformers must build its own), empty ids, empty mask."""
+        from kia.engines.kv_cache import empty_cache, gather_rows
+
         torch = self._torch
         row_in = {p: r for r, p in enumerate(dict.fromkeys(prefixes))}  # distinct prefix -> its row
         distinct = list(row_in)
@@ -178,7 +184,7 @@ class HFEngine:
             mask[r, width - len(p) :] = 1
         row_of = torch.tensor([row_in[p] for p in prefixes], dtype=torch.long)
         if not width:
-            return None, ids[row_of], mask[row_of]
+            return empty_cache(self._config, room), ids[row_of], mask[row_of]
         if len(distinct) == 1:  # no padding: the plain pass
             cache = self.model(input_ids=ids.to(self.device), use_cache=True, **self._cache_only).past_key_values
         else:
@@ -189,8 +195,7 @@ class HFEngine:
                 use_cache=True,
                 **self._cache_only,
             ).past_key_values
-        cache.reorder_cache(row_of.to(self.device))
-        return cache, ids[row_of], mask[row_of]
+        return gather_rows(cache, row_of.to(self.device), suffix_width + room), ids[row_of], mask[row_of]
 
     def _generate_batch(
         self, prefixes: Sequence[tuple[int, ...]], suffixes: list[list[int]], sampling: Sampling, seed: int
@@ -202,6 +207,8 @@ class HFEngine:
         suffixes are left-padded; the attention mask and the position ids skip the padding, so
         each row computes what it would alone.
         """
+        from kia.engines.kv_cache import ROOM
+
         torch = self._torch
         n, batch = sampling.n, len(suffixes)
         width = max(len(ids) for ids in suffixes)
@@ -220,7 +227,9 @@ class HFEngine:
         else:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k or None, top_p=1.0)
         with torch.inference_mode():
-            cache, prefix_ids, prefix_mask = self._prefix_cache(prefixes)
+            # room for the suffix and the first answer tokens; a longer answer grows the cache
+            room = min(sampling.max_new_tokens, ROOM)
+            cache, prefix_ids, prefix_mask = self._prefix_cache(prefixes, width, room)
             input_ids = torch.cat([prefix_ids, suffix_ids], dim=1).to(self.device)
             mask = torch.cat([prefix_mask, suffix_mask], dim=1).to(self.device)
             start = prefix_ids.shape[1]
