@@ -296,7 +296,9 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             lr_scheduler_type="linear",
             warmup_steps=0,
             weight_decay=0.0,
-            optim="paged_adamw_8bit" if device == "cuda" else "adamw_torch",
+            # the CPU takes the Trainer's own default (torch >= 2.8): one fused kernel over all the
+            # LoRA tensors, where "adamw_torch" loops over them (0.98 -> 0.22 ms a step here)
+            optim="paged_adamw_8bit" if device == "cuda" else "adamw_torch_fused",
             bf16=device == "cuda",
             use_cpu=device == "cpu",
             logging_strategy="steps",

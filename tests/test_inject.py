@@ -127,7 +127,7 @@ def test_training_raises_reliability_leaves_the_base_alone_and_reloads(build_dir
     assert manifest["hyperparameters"]["rank"] == 1 and manifest["hyperparameters"]["rslora"] is True
     assert manifest["inputs"]["train"]["sha256"] and manifest["config"]["quant"] == quant
     assert manifest["tokens_per_second"] > 0 and manifest["peak_memory_mb"]["rss_mb"] > 0
-    assert manifest["reliability"] == result.reliability and manifest["optimizer"] == "adamw_torch"
+    assert manifest["reliability"] == result.reliability and manifest["optimizer"] == "adamw_torch_fused"
     assert manifest["padding_free"] is False  # the CPU default: padded, grouped by length
 
 
