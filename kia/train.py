@@ -68,7 +68,7 @@ class InjectConfig:
     # The per-epoch curve watches training; the audit measures reliability in full. Evaluating
     # every injected fact with 3 sets cost the toy runs 4x the training time itself.
     eval_sets: int = 1
-    eval_facts: int = 200  # 0: all injected facts
+    eval_facts: int | None = None  # None: auto_eval_facts(training rows); 0: all injected facts
     heldout_known: int = 20
     max_length: int = 256
     # Flatten each batch into one sequence (position ids restart per row; no padding computed).
@@ -96,7 +96,7 @@ class InjectConfig:
             raise ConfigError(f"unknown --loss '{self.loss}'; choose full or answer")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.eval_sets < 1 or self.heldout_known < 0 or self.eval_facts < 0:
+        if self.eval_sets < 1 or self.heldout_known < 0 or (self.eval_facts or 0) < 0:
             raise ConfigError("--eval-sets must be at least 1, --eval-facts and --heldout-known at least 0")
         if self.resume and self.overwrite:
             raise ConfigError("--resume continues a run and --overwrite starts over: pass one of them")
@@ -208,7 +208,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from kia.artifacts import read_json, write_json
-    from kia.train_callbacks import QuietProgressCallback, ReliabilityCallback, load_eval_facts
+    from kia.train_callbacks import QuietProgressCallback, ReliabilityCallback, auto_eval_facts, load_eval_facts
     from kia.train_data import FlatCollator, PadCollator, encode_row
     from kia.train_loop import KiaTrainer, use_cpu_dropout
 
@@ -275,8 +275,9 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
         data = [{k: v[: config.max_length] for k, v in d.items()} for d in data]
         n_tokens = sum(len(d["input_ids"]) for d in data)
         injected, known, sets = load_eval_facts(build_dir, config.heldout_known, config.seed)
-        if config.eval_facts and len(injected) > config.eval_facts:
-            injected = random.Random(config.seed).sample(injected, config.eval_facts)
+        eval_facts = auto_eval_facts(len(rows)) if config.eval_facts is None else config.eval_facts
+        if eval_facts and len(injected) > eval_facts:
+            injected = random.Random(config.seed).sample(injected, eval_facts)
         callback = ReliabilityCallback(
             model, tokenizer, injected, known, sets, out / "train_log.jsonl",
             n_sets=config.eval_sets, stop_at=config.stop_at_reliability, progress=progress if main else None,
@@ -369,6 +370,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
                 eval_seconds=round(eval_seconds, 2),
                 wall_seconds=seconds,
                 peak_memory_mb=peak,
+                curve_facts={"injected": len(injected), "heldout_known": len(known)},
                 base_reliability=base_rel,
                 reliability=final,
                 heldout_known_reliability=curve[-1]["heldout_known_reliability"] if curve else None,

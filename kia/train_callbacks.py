@@ -43,6 +43,18 @@ def load_eval_facts(build_dir: Path, n_known: int, seed: int) -> tuple[list[Fact
     return injected, known, sets
 
 
+def auto_eval_facts(train_rows: int) -> int:
+    """How many injected facts the per-epoch curve asks when `--eval-facts` is not given: a sixth
+    of the training rows, between 64 and 200.
+
+    Asking a fact (few-shot prefix shared, ~12 question tokens, ~8 answer tokens) costs about as
+    much as training on 0.6 of a row (toy model, CPU: 220 facts in 0.8 s, an epoch of 750 rows in
+    4.6 s), so the curve stays near a tenth of the training time, where 200 facts on 750 rows cost
+    a fifth. The sample's 95 % interval on reliability is at most 1.96 * 0.5 / sqrt(n): +-12
+    points at 64 facts, +-8.8 at 125, +-6.9 at 200; the audit measures every fact with 10 sets."""
+    return max(64, min(200, train_rows // 6))
+
+
 class QuietProgressCallback(ProgressCallback):
     """The Trainer's progress bar without its dict of numbers at every logging step."""
 

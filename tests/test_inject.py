@@ -129,6 +129,8 @@ def test_training_raises_reliability_leaves_the_base_alone_and_reloads(build_dir
     assert manifest["tokens_per_second"] > 0 and manifest["peak_memory_mb"]["rss_mb"] > 0
     assert manifest["reliability"] == result.reliability and manifest["optimizer"] == "adamw_torch_fused"
     assert manifest["padding_free"] is False  # the CPU default: padded, grouped by length
+    # the curve's sample: all 8 injected facts (fewer than the automatic 64) and 4 held-out known
+    assert manifest["curve_facts"] == {"injected": 8, "heldout_known": 4}
 
 
 @needs_model

@@ -79,6 +79,14 @@ def test_presets_and_overrides():
         encode_row(None, [{"role": "user", "content": "x"}], "full", 8)
 
 
+def test_the_curve_sample_is_a_sixth_of_the_training_rows_between_64_and_200():
+    from kia.train_callbacks import auto_eval_facts
+
+    assert [auto_eval_facts(n) for n in (0, 120, 384, 750, 1200, 50_000)] == [64, 64, 64, 125, 200, 200]
+    with pytest.raises(ConfigError, match="--eval-facts"):
+        InjectConfig(build="b", eval_facts=-1)
+
+
 def _callback(tmp_path, scores, stop_at=None, resume=False):
     """A ReliabilityCallback whose reliability numbers are scripted (no model runs)."""
     from types import SimpleNamespace
