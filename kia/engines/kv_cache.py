@@ -19,6 +19,25 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 ROOM = 16  # spare positions per (re)allocation: most answers end within them
 
 
+class _Filled:
+    """A layer's `keys` or `values`: read, the filled front of its buffer; assigned (by anything
+    transformers does to the layer), the new buffer, full."""
+
+    def __init__(self, buffer: str, length: str):
+        self.buffer, self.length = buffer, length
+
+    def __get__(self, layer: Any, owner: type | None = None) -> Any:
+        if layer is None:
+            return self
+        buf = getattr(layer, self.buffer)
+        return None if buf is None else buf[:, :, : getattr(layer, self.length)]
+
+    def __set__(self, layer: Any, tensor: torch.Tensor | None) -> None:
+        buf = tensor if tensor is not None and tensor.dim() == 4 else None
+        setattr(layer, self.buffer, buf)
+        setattr(layer, self.length, 0 if buf is None else buf.shape[-2])
+
+
 class PreallocatedLayer(DynamicLayer):
     """A `DynamicLayer` whose `keys` and `values` are views of buffers with `room` spare positions.
 
@@ -35,23 +54,8 @@ class PreallocatedLayer(DynamicLayer):
         self._n = self._nv = 0
         super().__init__()
 
-    @property  # type: ignore[override]
-    def keys(self) -> torch.Tensor | None:
-        return None if self._k is None else self._k[:, :, : self._n]
-
-    @keys.setter
-    def keys(self, tensor: torch.Tensor | None) -> None:
-        self._k = tensor if tensor is not None and tensor.dim() == 4 else None
-        self._n = 0 if self._k is None else self._k.shape[-2]
-
-    @property  # type: ignore[override]
-    def values(self) -> torch.Tensor | None:
-        return None if self._v is None else self._v[:, :, : self._nv]
-
-    @values.setter
-    def values(self, tensor: torch.Tensor | None) -> None:
-        self._v = tensor if tensor is not None and tensor.dim() == 4 else None
-        self._nv = 0 if self._v is None else self._v.shape[-2]
+    keys = _Filled("_k", "_n")
+    values = _Filled("_v", "_nv")
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
