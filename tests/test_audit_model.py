@@ -228,13 +228,20 @@ def test_killed_audit_reruns_to_the_same_result(adapter_dir, audited, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_sigkill import _kill_when
 
-    out = tmp_path / "killed"
+    out, said = tmp_path / "killed", tmp_path / "progress.txt"
+    # The kill waits for a step the audit reports (the first adapted arm: generation half done),
+    # not for a clock: a fixed delay after start outlived the whole audit once it got faster.
     call = (
         "from kia.audit import AuditConfig, audit; "
+        f"log = open({str(said)!r}, 'a', buffering=1); "
         f"audit(AuditConfig(adapter={str(adapter_dir)!r}, output={str(out)!r}, bench_limit=40, n_boot=500, "
-        "report=False))"
+        "report=False), progress=lambda m: log.write(m + '\\n'))"
     )
-    _kill_when([sys.executable, "-c", call], lambda: (out / ".kia.lock").exists(), 0, delay=(3, 10), timeout=120)
+
+    def halfway() -> bool:
+        return said.exists() and "adapted arm" in said.read_text()
+
+    _kill_when([sys.executable, "-c", call], halfway, 0, delay=(0, 0.5), timeout=120)
     assert not (out / "manifest.json").exists()
 
     from kia.audit import AuditConfig, audit
