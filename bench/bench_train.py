@@ -3,7 +3,8 @@
 Both train the same LoRA (the chosen kia preset's rank, alpha, targets, dropout, lr, batch size
 and epochs) on the same 4-bit NF4 base and the same `train.jsonl`; the baseline keeps every other
 SFTTrainer default (no packing, no grouping by length, loss on the whole sequence for
-conversational data). Measured: wall time, training time, tokens per second, peak memory, and
+conversational data, bitsandbytes' fp32 compute dtype), where kia computes in bf16 on a CPU that
+has it in hardware (`--precision auto`; `--precision fp32` compares like for like). Measured: wall time, training time, tokens per second, peak memory, and
 the final reliability on the injected facts, computed the same way for both (kia's few-shot greedy
 probe, 3 exemplar sets). kia's wall time includes its per-epoch reliability evaluations; its
 training time does not.
@@ -99,6 +100,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="kia's --precision (the baseline: fp32)"
+    )
+    parser.add_argument(
         "--repeats",
         type=int,
         default=3,
@@ -111,12 +115,15 @@ def main() -> None:
     import json
     import subprocess
 
+    import torch
+
     from kia.artifacts import read_manifest
     from kia.train import InjectConfig, inject
+    from kia.train_model import compute_dtype
 
     build = Path(args.build)
     config = InjectConfig(build=str(build), preset=args.preset, quant="nf4", lr=args.lr, epochs=args.epochs,
-                          batch_size=args.batch_size, seed=args.seed, overwrite=True)  # fmt: skip
+                          batch_size=args.batch_size, seed=args.seed, precision=args.precision, overwrite=True)  # fmt: skip
     hp = config.resolved()
     model_id = str(read_manifest(build, "build")["model"])
     if args.only is None:
@@ -126,6 +133,7 @@ def main() -> None:
         # seeds, next to their seed-to-seed spread (one seed's difference is mostly batch order).
         def command(side: str, seed: int) -> list[str]:
             cmd = [sys.executable, __file__, str(build), "--preset", args.preset, "--seed", str(seed), "--only", side]
+            cmd += ["--precision", args.precision]
             for flag, value in (("--lr", args.lr), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
                 if value is not None:
                     cmd += [flag, str(value)]
@@ -155,6 +163,8 @@ def main() -> None:
             "machine": machine(),
             "build": str(build),
             "hyperparameters": {k2: list(v) if isinstance(v, tuple) else v for k2, v in hp.items()},
+            # the dtype of kia's products (bf16 where the CPU has it in hardware); the baseline: fp32
+            "kia_precision": "bf16" if compute_dtype("cpu", args.precision) == torch.bfloat16 else "fp32",
             "repeats": args.repeats,
             "seeds": seeds,
             "runs": runs,
@@ -185,12 +195,12 @@ def main() -> None:
         if args.only == "kia":
             from peft import PeftModel
 
-            from kia.train import _load_model
+            from kia.train_model import load_model
 
             inject(replace(config, output=str(Path(tmp) / "kia")))
             wall = time.perf_counter() - t
             manifest = read_manifest(Path(tmp) / "kia", "inject")
-            model, tokenizer = _load_model(model_id, "nf4", "cpu")
+            model, tokenizer = load_model(model_id, "nf4", "cpu")
             model = PeftModel.from_pretrained(model, str(Path(tmp) / "kia"))
             row = {
                 "wall_seconds": round(wall, 2),

@@ -1,8 +1,9 @@
 """`kia inject`: train the (Q)LoRA adapter that carries the new facts, with a reliability curve.
 
 QLoRA (Dettmers et al. 2023) with transformers + peft + bitsandbytes: a 4-bit NF4 base with double
-quantisation (compute dtype bf16 on GPU, fp32 on CPU), LoRA adapters on top, paged 8-bit AdamW on
-GPU. `quant="none"` trains plain LoRA. The transformers Trainer runs the loop; a callback measures
+quantisation, computing in bf16 on a GPU and on a CPU with bf16 in hardware, else in fp32 (see
+`--precision` and `kia.train_model`), LoRA adapters on top, paged 8-bit AdamW on GPU.
+`quant="none"` trains plain LoRA. The transformers Trainer runs the loop; a callback measures
 reliability (the paper's few-shot greedy probe on the injected facts) after every epoch.
 
 Presets (flags override them):
@@ -76,6 +77,7 @@ class InjectConfig:
     # batch, and the toy benchmark trained slower (12.5 s vs 8.3 s) than with padded, length-grouped
     # batches.
     padding_free: bool | None = None
+    precision: str = "auto"  # see kia.train_model.compute_dtype
     resume: bool = False
     overwrite: bool = False
 
@@ -84,6 +86,8 @@ class InjectConfig:
             raise ConfigError(f"unknown --preset '{self.preset}'; choose one of: {', '.join(PRESETS)}")
         if self.quant not in ("nf4", "none"):
             raise ConfigError(f"unknown --quant '{self.quant}'; choose nf4 or none")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"unknown --precision '{self.precision}'; choose auto, bf16 or fp32")
         for name in ("rank", "epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -140,58 +144,6 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() and not forced_cpu else "cpu"
 
 
-def _load_model(model_id: str, quant: str, device: str) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from kia.errors import EngineError
-
-    hf_logging.disable_progress_bar()
-    local_rank = _rank()[1]
-    kwargs: dict[str, Any] = {}
-    if quant == "nf4":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32,
-        )
-        kwargs["device_map"] = {"": local_rank if device == "cuda" else "cpu"}
-    else:
-        kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_id)
-        model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
-    except OSError as exc:
-        raise EngineError(f"cannot load model '{model_id}': {exc}") from exc
-    if quant == "none":
-        model.to(f"cuda:{local_rank}" if device == "cuda" else "cpu")
-    else:
-        _keep_4bit_differentiable(model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def _keep_4bit_differentiable(model: Any) -> None:
-    """Stop bitsandbytes from repacking 4-bit weights for CPU inference during the evaluations.
-
-    On a CPU with AVX512-BF16, a `Linear4bit` in eval mode converts its weight in place to an
-    inference-only layout whose kernel has no backward; back in train mode the gradients that must
-    flow through the frozen base layers are then silently wrong (bitsandbytes 0.50). The per-epoch
-    reliability runs in eval mode, so the conversion is switched off for the whole run."""
-    try:
-        from bitsandbytes.nn import Linear4bit
-    except ImportError:  # pragma: no cover - nf4 needs bitsandbytes anyway
-        return
-    for module in model.modules():
-        if isinstance(module, Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-
-
 def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     """Train the adapter described by `config` on the build folder it names.
 
@@ -210,7 +162,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     from kia.artifacts import read_json, write_json
     from kia.train_callbacks import QuietProgressCallback, ReliabilityCallback, auto_eval_facts, load_eval_facts
     from kia.train_data import FlatCollator, PadCollator, encode_row
-    from kia.train_loop import KiaTrainer, use_cpu_dropout
+    from kia.train_loop import KiaTrainer, restore_head, use_bf16_head, use_cpu_dropout
+    from kia.train_model import compute_dtype, load_model
 
     start = time.time()
     build_dir = Path(config.build)
@@ -223,13 +176,15 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     model_id = str(model_id)
     hp = config.resolved()
     device = _device()
+    dtype = compute_dtype(device, config.precision, config.quant)
+    precision = "bf16" if str(dtype) == "torch.bfloat16" else "fp32"
     rank, _ = _rank()
     main = rank == 0
     out = Path(config.output)
     resume_from = check_output(out, config)
     train_path = build_dir / "train.jsonl"
     train_sha = sha256_file(train_path)
-    identity = run_identity(config, hp, model_id, train_sha)
+    identity = {**run_identity(config, hp, model_id, train_sha), "precision": precision}
     if resume_from is not None and (out / "checkpoints" / RUN_FILE).exists():
         before = read_json(out / "checkpoints" / RUN_FILE)
         changed = sorted(k for k in identity if before.get(k) != identity[k])
@@ -252,7 +207,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
                     stale.unlink(missing_ok=True)
             write_json(out / "checkpoints" / RUN_FILE, identity)
         set_seed(config.seed)
-        model, tokenizer = _load_model(model_id, config.quant, device)
+        model, tokenizer = load_model(model_id, config.quant, device, dtype, _rank()[1])
         if config.quant == "nf4":
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = LoraConfig(
@@ -267,6 +222,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
         model = get_peft_model(model, lora)
         if device == "cpu":
             use_cpu_dropout(model)
+            if precision == "bf16":
+                use_bf16_head(model)  # on a GPU the Trainer's bf16 autocast covers the head
         rows = read_jsonl(train_path)
         if not rows:
             raise ConfigError(f"{train_path}: no training rows")
@@ -300,7 +257,9 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             # the CPU takes the Trainer's own default (torch >= 2.8): one fused kernel over all the
             # LoRA tensors, where "adamw_torch" loops over them (0.98 -> 0.22 ms a step here)
             optim="paged_adamw_8bit" if device == "cuda" else "adamw_torch_fused",
-            bf16=device == "cuda",
+            # nf4 on the CPU computes in bf16 through its layers and head (cheaper than autocast's
+            # casts); unquantized weights need the Trainer's autocast for it
+            bf16=precision == "bf16" and (device == "cuda" or config.quant == "none"),
             use_cpu=device == "cpu",
             logging_strategy="steps",
             logging_steps=1,
@@ -340,6 +299,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
         tokens_per_second = round(trained / max(train_seconds - eval_seconds, 1e-3), 1)
         peak = _peak_memory(device)
         seconds = round(time.time() - start, 2)
+        restore_head(model)
         if main:
             model.save_pretrained(out, safe_serialization=True)
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -358,6 +318,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
                 processes=trainer.args.world_size,
                 per_device_batch_size=per_device_batch,
                 padding_free=padding_free,
+                precision=precision,
                 effective_batch_size=per_device_batch * trainer.args.world_size,
                 optimizer=args.optim if isinstance(args.optim, str) else args.optim.value,
                 train_rows=len(rows),

@@ -5,6 +5,9 @@ correct (Pletenev et al. 2025, Figure 2), here over `n_sets` exemplar sets (3 by
 curve's shape, at a tenth of the paper's cost; the audit measures the full 10).
 heldout_known_reliability = the same on a seeded sample of held-out HighlyKnown facts: a drop is
 forgetting as it happens.
+The curve runs on the model being trained, so in the training's compute dtype (bf16 on a GPU
+and, for 4-bit weights, on a CPU with bf16 in hardware); the audit reloads the adapter in its
+engine's dtype, where a few greedy answers at the margin can come out differently.
 """
 
 from __future__ import annotations

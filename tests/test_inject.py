@@ -76,17 +76,19 @@ def _base_tensors(model):
 
 
 @needs_model
-@pytest.mark.parametrize("quant", ["none", "nf4"])
-def test_training_raises_reliability_leaves_the_base_alone_and_reloads(build_dir, tmp_path, quant, trained_models):
+@pytest.mark.parametrize("quant,precision", [("none", "bf16"), ("nf4", "bf16"), ("nf4", "fp32")])
+def test_training_raises_reliability_leaves_the_base_alone_and_reloads(
+    build_dir, tmp_path, quant, precision, trained_models
+):
     import torch
     from safetensors.torch import load_file
 
     from kia.engines.hf import HFEngine, attach_adapter
-    from kia.train import _load_model
     from kia.train_callbacks import load_eval_facts
+    from kia.train_model import compute_dtype, load_model
 
     before = sha256_tree(MODEL)
-    result = _inject(build_dir, tmp_path / "a", quant=quant)
+    result = _inject(build_dir, tmp_path / "a", quant=quant, precision=precision)
     print(quant, "base", result.base_reliability, "curve", result.curve, result.tokens_per_second, "tok/s")
     # the facts went in: the toy model never saw them, so its base reliability is near zero
     assert result.base_reliability is not None and result.reliability is not None
@@ -111,7 +113,10 @@ def test_training_raises_reliability_leaves_the_base_alone_and_reloads(build_dir
     # the base weights are untouched, on disk and in memory (4-bit ones compared as stored)
     assert sha256_tree(MODEL) == before
     (model, tokenizer) = trained_models[-1]
-    fresh, _ = _load_model(str(MODEL), quant, "cpu")
+    # a fresh base whose 4-bit layers compute in the training's dtype, as the trained model in
+    # memory still does (the dtype moves greedy answers at the margin; the adapter is the same)
+    dtype = compute_dtype("cpu", precision, quant)
+    fresh, _ = load_model(str(MODEL), quant, "cpu", dtype)
     trained_base, fresh_base = _base_tensors(model.base_model.model), _base_tensors(fresh)
     assert trained_base.keys() == fresh_base.keys()
     assert all(torch.equal(trained_base[k], fresh_base[k]) for k in fresh_base)
@@ -129,6 +134,8 @@ def test_training_raises_reliability_leaves_the_base_alone_and_reloads(build_dir
     assert manifest["tokens_per_second"] > 0 and manifest["peak_memory_mb"]["rss_mb"] > 0
     assert manifest["reliability"] == result.reliability and manifest["optimizer"] == "adamw_torch_fused"
     assert manifest["padding_free"] is False  # the CPU default: padded, grouped by length
+    assert manifest["precision"] == ("bf16" if dtype == torch.bfloat16 else "fp32")
+    assert manifest["config"]["precision"] == precision
     # the curve's sample: all 8 injected facts (fewer than the automatic 64) and 4 held-out known
     assert manifest["curve_facts"] == {"injected": 8, "heldout_known": 4}
 
@@ -140,9 +147,9 @@ def test_4bit_gradients_survive_an_evaluation_pass():
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from kia.train import _load_model
+    from kia.train_model import load_model
 
-    model, _ = _load_model(str(MODEL), "nf4", "cpu")
+    model, _ = load_model(str(MODEL), "nf4", "cpu")
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules="all-linear"))
@@ -182,10 +189,10 @@ def test_padding_free_batches_compute_what_padded_batches_do():
     from peft import LoraConfig, get_peft_model
 
     from kia.prompts import training_messages
-    from kia.train import _load_model
     from kia.train_data import FlatCollator, PadCollator, encode_row
+    from kia.train_model import load_model
 
-    model, tokenizer = _load_model(str(MODEL), "none", "cpu")
+    model, tokenizer = load_model(str(MODEL), "none", "cpu")
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules="all-linear"))
     for name, p in model.named_parameters():
@@ -222,7 +229,8 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(build_dir, tmp_pa
     from kia import train_callbacks
     from kia.errors import KiaError
 
-    kw = {"quant": "none", "epochs": 2, "eval_sets": 1, "heldout_known": 2}
+    # 4-bit at the automatic precision: the CPU default (bf16 products where the CPU has them)
+    kw = {"quant": "nf4", "epochs": 2, "eval_sets": 1, "heldout_known": 2}
     whole = _inject(build_dir, tmp_path / "whole", **kw)
 
     real = train_callbacks.ReliabilityCallback.on_epoch_end

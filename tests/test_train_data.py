@@ -77,6 +77,23 @@ def test_presets_and_overrides():
         InjectConfig(build="b", epochs=0)
     with pytest.raises(ConfigError, match="must end"):
         encode_row(None, [{"role": "user", "content": "x"}], "full", 8)
+    with pytest.raises(ConfigError, match="--precision 'fp16'"):
+        InjectConfig(build="b", precision="fp16")
+
+
+def test_auto_precision_is_bf16_on_a_gpu_and_on_a_cpu_with_bf16_in_hardware(monkeypatch):
+    import torch
+
+    from kia import train_model
+
+    for has, cpu_auto in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(train_model, "cpu_has_bf16", lambda has=has: has)
+        assert train_model.compute_dtype("cpu", "auto") == cpu_auto
+        assert train_model.compute_dtype("cpu", "auto", "none") == torch.float32  # autocast: no faster
+        assert train_model.compute_dtype("cuda", "auto", "none") == torch.bfloat16
+        assert train_model.compute_dtype("cuda", "auto") == torch.bfloat16
+        assert train_model.compute_dtype("cpu", "fp32") == train_model.compute_dtype("cuda", "fp32") == torch.float32
+        assert train_model.compute_dtype("cpu", "bf16") == torch.bfloat16
 
 
 def test_the_curve_sample_is_a_sixth_of_the_training_rows_between_64_and_200():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kia.engines import default_model
-from kia.train_loop import CPUDropout, KiaTrainer, use_cpu_dropout
+from kia.train_loop import BF16Head, CPUDropout, KiaTrainer, restore_head, use_bf16_head, use_cpu_dropout
 
 MODEL = Path(default_model())
 needs_model = pytest.mark.skipif(not (MODEL / "config.json").exists(), reason="toy model missing")
@@ -82,3 +82,48 @@ def test_lora_dropouts_are_swapped_and_flops_match_the_trainer(tmp_path):
     ours = KiaTrainer(model=model, args=args).floating_point_ops(inputs)
     stock = Trainer(model=model, args=args).floating_point_ops(inputs)
     assert ours == stock > 0
+
+
+def test_bf16_head_computes_the_fp32_head_to_bf16_precision_and_passes_gradients_down():
+    torch.manual_seed(3)
+    head = torch.nn.Linear(64, 300, bias=True).requires_grad_(False)
+    x = torch.randn(3, 5, 64, requires_grad=True)
+    bf = BF16Head(head)
+    y, ref = bf(x), head(x)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    # bf16 keeps 8 bits of mantissa: each product is off by at most 2**-8 of its size
+    bound = 2**-7 * (x.abs().unsqueeze(-2) * head.weight.abs()).sum(-1) + 2**-8 * head.bias.abs() + 1e-6
+    assert ((y - ref).abs() <= bound).all()
+    assert (y - ref).abs().max() > 0  # it did compute in bf16
+    grad_out = torch.randn_like(y)
+    (g,) = torch.autograd.grad(y, x, grad_out)
+    (g_ref,) = torch.autograd.grad(ref, x, grad_out)
+    assert torch.allclose(g, g_ref, rtol=0.05, atol=0.05 * g_ref.abs().max().item())
+    assert bf.state_dict() == {} and list(bf.parameters()) == []  # nothing of it is saved or trained
+
+
+@needs_model
+def test_the_bf16_head_swaps_in_for_a_frozen_head_only_and_restores_the_tied_original():
+    from peft import LoraConfig, get_peft_model
+
+    from kia.train_model import load_model
+
+    model, _ = load_model(str(MODEL), "none", "cpu")
+    model = get_peft_model(model, LoraConfig(r=1, target_modules=["up_proj"]))
+    original = model.get_output_embeddings()
+    keys = set(model.state_dict())
+    x = torch.randint(5, 100, (2, 12))
+    with torch.no_grad():
+        ref = model(input_ids=x).logits
+        assert use_bf16_head(model)
+        # the tied head's entry leaves the state dict with it (the embeddings keep the weight)
+        assert isinstance(model.get_output_embeddings(), BF16Head)
+        assert set(model.state_dict()) == keys - {"base_model.model.lm_head.weight"}
+        got = model(input_ids=x).logits
+    assert got.dtype == torch.float32 and (got - ref).abs().max() < 0.05 * ref.abs().max()
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+    restore_head(model)
+    assert model.get_output_embeddings() is original and set(model.state_dict()) == keys
+    assert original.weight is model.get_input_embeddings().weight  # still tied
+    original.weight.requires_grad_(True)  # a head that is trained keeps its fp32 weight
+    assert not use_bf16_head(model) and model.get_output_embeddings() is original

@@ -67,6 +67,15 @@ from kia.cli import json_option
     "or pad rows to the batch's longest, grouped by length. Default: padding-free on a GPU, padded on the CPU "
     "(faster there).",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="Dtype of the training's matrix products. auto: bf16 on a GPU, and for 4-bit weights on a CPU that has "
+    "bf16 in hardware (AVX512-BF16 or AMX: about twice fp32's speed there); fp32 elsewhere. The LoRA weights, "
+    "the optimizer and the loss stay fp32.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished (or interrupted) run in the output folder.")
 @json_option
