@@ -126,6 +126,7 @@ class InjectResult:
     seconds: float
     peak_memory_mb: float
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"  # the dtype the products ran in: bf16 or fp32
 
 
 def _rank() -> tuple[int, int]:
@@ -338,7 +339,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
                 curve=curve,
             )
         trainer.accelerator.wait_for_everyone()
-    return InjectResult(out, curve, final, base_rel, tokens_per_second, seconds, peak["rss_mb"], hp)
+    return InjectResult(out, curve, final, base_rel, tokens_per_second, seconds, peak["rss_mb"], hp, precision)
 
 
 class _ListDataset:

@@ -135,7 +135,7 @@ def test_training_raises_reliability_leaves_the_base_alone_and_reloads(
     assert manifest["reliability"] == result.reliability and manifest["optimizer"] == "adamw_torch_fused"
     assert manifest["padding_free"] is False  # the CPU default: padded, grouped by length
     assert manifest["precision"] == ("bf16" if dtype == torch.bfloat16 else "fp32")
-    assert manifest["config"]["precision"] == precision
+    assert manifest["config"]["precision"] == precision and result.precision == manifest["precision"]
     # the curve's sample: all 8 injected facts (fewer than the automatic 64) and 4 held-out known
     assert manifest["curve_facts"] == {"injected": 8, "heldout_known": 4}
 
@@ -290,6 +290,7 @@ def test_inject_cli(build_dir, tmp_path):
     summary = json.loads(res.output[res.output.index("{") :])
     assert [r["epoch"] for r in summary["curve"]] == [1, 2] and summary["output"] == str(tmp_path / "a")
     assert summary["hyperparameters"]["rank"] == 4 and summary["hyperparameters"]["loss"] == "answer"
+    assert summary["precision"] == "fp32"  # unquantized weights on the CPU: fp32 under auto
     manifest = read_json(tmp_path / "a" / "manifest.json")
     assert manifest["model"] == str(MODEL)  # the build's base model by default
     assert manifest["hyperparameters"]["targets"] == ["all-linear"]

@@ -122,7 +122,7 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
         click.echo(to_json({"output": result.output, "curve": result.curve, "reliability": result.reliability,
                             "base_reliability": result.base_reliability, "tokens_per_second": result.tokens_per_second,
                             "seconds": result.seconds, "peak_memory_mb": result.peak_memory_mb,
-                            "hyperparameters": result.hyperparameters}))  # fmt: skip
+                            "hyperparameters": result.hyperparameters, "precision": result.precision}))  # fmt: skip
         return
     from rich.table import Table
 
@@ -139,6 +139,6 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
     out.print(table)
     out.print(
         f"reliability {fmt(result.base_reliability)} (base) -> {fmt(result.reliability)} (adapter); "
-        f"{result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s, peak memory {result.peak_memory_mb:.0f} MiB"
+        f"{result.tokens_per_second:.0f} tokens/s ({result.precision}), {result.seconds:.0f} s, peak memory {result.peak_memory_mb:.0f} MiB"
     )
     out.print(f"adapter written to {result.output}")
