@@ -4,9 +4,9 @@ Both train the same LoRA (the chosen kia preset's rank, alpha, targets, dropout,
 and epochs) on the same 4-bit NF4 base and the same `train.jsonl`; the baseline keeps every other
 SFTTrainer default (no packing, no grouping by length, loss on the whole sequence for
 conversational data, bitsandbytes' fp32 compute dtype), where kia computes in bf16 on a CPU that
-has it in hardware (`--precision auto`; `--precision fp32` compares like for like). Measured: wall time, training time, tokens per second, peak memory, and
-the final reliability on the injected facts, computed the same way for both (kia's few-shot greedy
-probe, 3 exemplar sets). kia's wall time includes its per-epoch reliability evaluations; its
+has it in hardware (`--precision auto`; `--precision fp32` compares like for like). Measured: wall
+time, training time, tokens per second, peak memory, and the final reliability on the injected
+facts, computed the same way for both (kia's few-shot greedy probe, 3 exemplar sets). kia's wall time includes its per-epoch reliability evaluations; its
 training time does not.
 
     python bench/bench_train.py runs/demo/build      # writes bench/results/train.json
@@ -92,6 +92,8 @@ def reliability(model, tokenizer, build: Path) -> float:
 
 
 def main() -> None:
+    from kia.train_model import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("build", help="a `kia build` folder")
     parser.add_argument("--preset", default="paper")
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="kia's --precision (the baseline: fp32)"
+        "--precision", choices=PRECISIONS, default="auto", help="kia's --precision (the baseline: fp32)"
     )
     parser.add_argument(
         "--repeats",
@@ -115,11 +117,9 @@ def main() -> None:
     import json
     import subprocess
 
-    import torch
-
     from kia.artifacts import read_manifest
     from kia.train import InjectConfig, inject
-    from kia.train_model import compute_dtype
+    from kia.train_model import compute_dtype, precision_name
 
     build = Path(args.build)
     config = InjectConfig(build=str(build), preset=args.preset, quant="nf4", lr=args.lr, epochs=args.epochs,
@@ -164,7 +164,7 @@ def main() -> None:
             "build": str(build),
             "hyperparameters": {k2: list(v) if isinstance(v, tuple) else v for k2, v in hp.items()},
             # the dtype of kia's products (bf16 where the CPU has it in hardware); the baseline: fp32
-            "kia_precision": "bf16" if compute_dtype("cpu", args.precision) == torch.bfloat16 else "fp32",
+            "kia_precision": precision_name(compute_dtype("cpu", args.precision)),
             "repeats": args.repeats,
             "seeds": seeds,
             "runs": runs,

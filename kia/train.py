@@ -36,6 +36,7 @@ from kia.artifacts import (
     write_manifest,
 )
 from kia.errors import ConfigError
+from kia.train_model import PRECISIONS
 from kia.train_resume import RUN_FILE, check_output, checkpoints, run_identity
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -86,8 +87,8 @@ class InjectConfig:
             raise ConfigError(f"unknown --preset '{self.preset}'; choose one of: {', '.join(PRESETS)}")
         if self.quant not in ("nf4", "none"):
             raise ConfigError(f"unknown --quant '{self.quant}'; choose nf4 or none")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"unknown --precision '{self.precision}'; choose auto, bf16 or fp32")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown --precision '{self.precision}'; choose one of: {', '.join(PRECISIONS)}")
         for name in ("rank", "epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -164,7 +165,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     from kia.train_callbacks import QuietProgressCallback, ReliabilityCallback, auto_eval_facts, load_eval_facts
     from kia.train_data import FlatCollator, PadCollator, encode_row
     from kia.train_loop import KiaTrainer, restore_head, use_bf16_head, use_cpu_dropout
-    from kia.train_model import compute_dtype, load_model
+    from kia.train_model import compute_dtype, load_model, precision_name
 
     start = time.time()
     build_dir = Path(config.build)
@@ -178,8 +179,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     hp = config.resolved()
     device = _device()
     dtype = compute_dtype(device, config.precision, config.quant)
-    precision = "bf16" if str(dtype) == "torch.bfloat16" else "fp32"
-    rank, _ = _rank()
+    precision = precision_name(dtype)
+    rank, local_rank = _rank()
     main = rank == 0
     out = Path(config.output)
     resume_from = check_output(out, config)
@@ -208,7 +209,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
                     stale.unlink(missing_ok=True)
             write_json(out / "checkpoints" / RUN_FILE, identity)
         set_seed(config.seed)
-        model, tokenizer = load_model(model_id, config.quant, device, dtype, _rank()[1])
+        model, tokenizer = load_model(model_id, config.quant, device, dtype, local_rank)
         if config.quant == "nf4":
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = LoraConfig(

@@ -56,7 +56,7 @@ class BF16Head(torch.nn.Module):
     """A frozen output projection computed in bf16, its logits handed back in fp32 for the loss.
 
     The copy of the weight is a non-persistent buffer: checkpoints and the saved adapter never
-    see it, and `restore` puts the original module back."""
+    see it, and `restore_head` puts the original module back."""
 
     def __init__(self, head: torch.nn.Linear):
         super().__init__()

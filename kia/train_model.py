@@ -37,6 +37,13 @@ def compute_dtype(device: str, precision: str, quant: str = "nf4") -> Any:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def precision_name(dtype: Any) -> str:
+    """ "bf16" or "fp32", as the manifest and the CLI name a `compute_dtype`."""
+    import torch
+
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
 def load_model(model_id: str, quant: str, device: str, dtype: Any = None, local_rank: int = 0) -> tuple[Any, Any]:
     """Tokenizer and model; `dtype` is the 4-bit layers' compute dtype (default: bf16 on a GPU,
     fp32 on the CPU). Unquantized weights load in bf16 on a GPU, fp32 on the CPU."""

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from kia.cli import json_option
+from kia.train_model import PRECISIONS
 
 
 @click.command()
@@ -69,7 +70,7 @@ from kia.cli import json_option
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "bf16", "fp32"]),
+    type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
     help="Dtype of the training's matrix products. auto: bf16 on a GPU, and for 4-bit weights on a CPU that has "
