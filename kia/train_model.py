@@ -45,36 +45,12 @@ def precision_name(dtype: Any) -> str:
 
 
 def load_model(model_id: str, quant: str, device: str, dtype: Any = None, local_rank: int = 0) -> tuple[Any, Any]:
-    """Tokenizer and model; `dtype` is the 4-bit layers' compute dtype (default: bf16 on a GPU,
-    fp32 on the CPU). Unquantized weights load in bf16 on a GPU, fp32 on the CPU."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    """Tokenizer and model for training: the engine's loader (`dtype` is the 4-bit layers' compute
+    dtype), 4-bit layers kept differentiable, and a pad token for the batches."""
+    from kia.engines.hf import load_pretrained
 
-    from kia.errors import EngineError
-
-    hf_logging.disable_progress_bar()
-    kwargs: dict[str, Any] = {}
-    if quant == "nf4":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype or (torch.bfloat16 if device == "cuda" else torch.float32),
-        )
-        kwargs["device_map"] = {"": local_rank if device == "cuda" else "cpu"}
-    else:
-        kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_id)
-        model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
-    except OSError as exc:
-        raise EngineError(f"cannot load model '{model_id}': {exc}") from exc
-    if quant == "none":
-        model.to(f"cuda:{local_rank}" if device == "cuda" else "cpu")
-    else:
+    model, tokenizer = load_pretrained(model_id, quant, device, dtype, local_rank)
+    if quant != "none":
         keep_4bit_differentiable(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -28,6 +28,42 @@ def _seed_for(seed: int, batch_texts: Sequence[str]) -> int:
     return int.from_bytes(h.digest()[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
 
+def load_pretrained(
+    model_id: str, quant: str, device: str, compute_dtype: Any = None, gpu_index: int = 0
+) -> tuple[Any, Any]:
+    """Model and tokenizer from a hub id or a local folder, for the engine and for training alike.
+
+    `quant` "nf4": 4-bit NF4 with double quantisation, computing in `compute_dtype` (default: bf16
+    on a GPU, fp32 on the CPU); "none": bf16 weights on a GPU, fp32 on the CPU. `device` is "cuda"
+    or "cpu"; on "cuda" the model goes to GPU `gpu_index`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {}
+    if quant == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype or (torch.bfloat16 if device == "cuda" else torch.float32),
+        )
+        kwargs["device_map"] = {"": gpu_index if device == "cuda" else "cpu"}
+    else:
+        kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+        model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+    except OSError as exc:
+        raise EngineError(f"cannot load model '{model_id}': {exc}") from exc
+    if quant == "none":
+        model.to(f"cuda:{gpu_index}" if device == "cuda" else "cpu")
+    return model, tokenizer
+
+
 class HFEngine:
     name = "hf"
 
@@ -56,33 +92,11 @@ class HFEngine:
     @classmethod
     def load(cls, config: EngineConfig) -> HFEngine:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
         device = config.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        kwargs: dict[str, Any] = {}
-        if config.quant == "nf4":
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32,
-            )
-            kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
-        else:
-            kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(config.model)
-            model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
-        except OSError as exc:
-            raise EngineError(f"cannot load model '{config.model}': {exc}") from exc
-        if config.quant == "none":
-            model.to(device)
+        model, tokenizer = load_pretrained(config.model, config.quant, device)
         if config.adapter:
             model = attach_adapter(model, config.adapter, allow_pickle=config.allow_pickle)
         model.eval()
