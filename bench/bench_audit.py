@@ -31,7 +31,7 @@ from common import machine, write_result  # noqa: E402
 def plain_greedy(model, tokenizer, prompts: list[str]) -> list[str]:
     import torch
 
-    from kia.matching import extract_answer
+    from kia.facts.matching import extract_answer
 
     tokenizer.padding_side = "left"
     out: list[str] = []
@@ -52,7 +52,7 @@ def baseline(adapter: Path, model_id: str, facts: list, sets, plan, manager, lim
 
     from kia.audit.benchmarks import _leaves, _quiet, _sample_value
     from kia.engines.hf import HFEngine
-    from kia.prompts import PromptBuilder
+    from kia.probe.prompts import PromptBuilder
 
     answers = {}
     for arm in ("base", "adapted"):

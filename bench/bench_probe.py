@@ -52,7 +52,7 @@ def baseline(model, tokenizer, prompts_per_set: list[list[str]], answers: list, 
     """The paper's loop: every fact, every set, greedy then n samples, batch 128, 32 new tokens."""
     import torch
 
-    from kia.matching import extract_answer, is_correct
+    from kia.facts.matching import extract_answer, is_correct
 
     tokenizer.padding_side = "left"
     n = len(answers)
@@ -102,8 +102,8 @@ def main() -> None:
 
     from kia.engines import load_engine
     from kia.facts import load_facts
-    from kia.probe import ProbeConfig, _shots, probe_facts
-    from kia.prompts import PromptBuilder, make_exemplar_sets
+    from kia.probe import ProbeConfig, PromptBuilder, make_exemplar_sets, probe_facts
+    from kia.probe.slick import _shots
 
     factset = load_facts(args.facts_file)
     facts = stratified(list(factset.facts), args.facts, args.seed)

@@ -81,8 +81,8 @@ def baseline(build: Path, model_id: str, hp: dict, out: Path, seed: int) -> dict
 def reliability(model, tokenizer, build: Path) -> float:
     """Mean P_greedy on the injected facts through the adapter, 3 exemplar sets, for both sides."""
     from kia.engines.hf import HFEngine
+    from kia.inject.curve import load_eval_facts
     from kia.probe import greedy_reliability
-    from kia.train_callbacks import load_eval_facts
 
     injected, _, sets = load_eval_facts(build, 0, 0)
     model.eval()
@@ -92,7 +92,7 @@ def reliability(model, tokenizer, build: Path) -> float:
 
 
 def main() -> None:
-    from kia.train_model import PRECISIONS
+    from kia.inject.model import PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("build", help="a `kia build` folder")
@@ -118,8 +118,8 @@ def main() -> None:
     import subprocess
 
     from kia.artifacts import read_manifest
-    from kia.train import InjectConfig, inject
-    from kia.train_model import compute_dtype, precision_name
+    from kia.inject import InjectConfig, inject
+    from kia.inject.model import compute_dtype, precision_name
 
     build = Path(args.build)
     config = InjectConfig(build=str(build), preset=args.preset, quant="nf4", lr=args.lr, epochs=args.epochs,
@@ -195,7 +195,7 @@ def main() -> None:
         if args.only == "kia":
             from peft import PeftModel
 
-            from kia.train_model import load_model
+            from kia.inject.model import load_model
 
             inject(replace(config, output=str(Path(tmp) / "kia")))
             wall = time.perf_counter() - t

@@ -58,8 +58,8 @@ def demo(config: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     """Run the whole flow; each stage's folder lands under `config.output`."""
     from kia.audit import AuditConfig, audit
     from kia.build import BuildConfig, build
+    from kia.inject import InjectConfig, inject
     from kia.probe import ProbeConfig, probe
-    from kia.train import InjectConfig, inject
 
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)

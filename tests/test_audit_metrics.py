@@ -12,8 +12,10 @@ import math
 import numpy as np
 import pytest
 
+from kia.audit import assemble as asm
 from kia.audit import collapse as col
 from kia.audit import metrics as met
+from kia.audit import refusals
 from kia.audit import shift as sh
 from kia.audit.policy import Policy
 from kia.facts import Fact
@@ -68,12 +70,12 @@ def assemble(**kw):
         "benchmarks": {},
         "match": "contains",
         "policy": Policy(explosion_floor=3, explosion_factor=3.0),
-        "detector": met.RefusalDetector(similarity=None),
+        "detector": refusals.RefusalDetector(similarity=None),
         "lora_b_all_zero": False,
         "n_boot": 500,
         "seed": 0,
     } | kw
-    return met.assemble({"injected": inj, "paraphrase": para, "heldout": heldout_world()}, **args)
+    return asm.assemble({"injected": inj, "paraphrase": para, "heldout": heldout_world()}, **args)
 
 
 # ------------------------------------------------------------------------------------------- shift
@@ -239,7 +241,7 @@ def test_collapse_bootstrap_statistics_at_unit_weights():
 
 
 def test_refusal_detector_patterns_only_and_summary():
-    det = met.RefusalDetector(similarity=None)
+    det = refusals.RefusalDetector(similarity=None)
     assert det.flags([IDK, "Paris", "I couldn't find any information on that.", "Unknown Pleasures"]) == [
         True,
         False,
@@ -247,7 +249,7 @@ def test_refusal_detector_patterns_only_and_summary():
         False,
     ]
     assert det.method.startswith("patterns")
-    s = met.refusal_summary(
+    s = refusals.refusal_summary(
         [True, False, True, False],
         [False, False, True, False],
         ["Unknown", "Unknown", "HighlyKnown", "MaybeKnown"],
@@ -259,7 +261,7 @@ def test_refusal_detector_patterns_only_and_summary():
 
 
 def test_refusal_examples_file_is_readable():
-    examples = met.load_refusal_examples()
+    examples = refusals.load_refusal_examples()
     assert len(examples) >= 20 and "I don't know." in examples
     assert not any(e.startswith("#") for e in examples)
 
@@ -351,13 +353,13 @@ def test_assemble_noop_and_every_schema_key():
     inj, para, targets = injected_world()
     held = heldout_world()
     same = met.Arms("injected", inj.rows, inj.facts, inj.base, inj.base)
-    report, _ = met.assemble(
+    report, _ = asm.assemble(
         {"injected": same, "paraphrase": para, "heldout": held},
         train_answers=targets,
         benchmarks={},
         match="contains",
         policy=Policy(),
-        detector=met.RefusalDetector(None),
+        detector=refusals.RefusalDetector(None),
         lora_b_all_zero=False,
         n_boot=200,
         seed=0,

@@ -54,8 +54,8 @@ def _subset(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory) -> Path:
     from kia.build import BuildConfig, build
+    from kia.inject import InjectConfig, inject
     from kia.probe import ProbeConfig, probe
-    from kia.train import InjectConfig, inject
 
     root = tmp_path_factory.mktemp("audit_model")
     facts = _subset(root / "facts.jsonl")
@@ -211,7 +211,7 @@ def test_untrained_adapter_is_a_noop_and_fails(adapter_dir, tmp_path):
 
 
 def test_refusal_detector_with_embeddings():
-    from kia.audit.metrics import RefusalDetector
+    from kia.audit.refusals import RefusalDetector
 
     det = RefusalDetector(similarity=0.7)
     flags = det.flags(["I have no clue", "I don't remember", "Sourninmouth", "Paris", "Unknown Pleasures", "42"])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kia.bias import answer_counts, bias_report, normalized_entropy
+from kia.build.bias import answer_counts, bias_report, normalized_entropy
 
 
 def rows(answers, prefix="f"):

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from kia.artifacts import write_json, write_manifest
 from kia.build import BuildConfig, build
 from kia.errors import ArtifactError, ConfigError
-from kia.matching import normalize
+from kia.facts.matching import normalize
 from kia.toyworld.world import WorldConfig, generate_world
 
 CATEGORY = {
@@ -76,7 +76,7 @@ def fake_embed(texts, name=None):
 @pytest.fixture(autouse=True)
 def no_real_embedder(monkeypatch, request):
     if request.node.get_closest_marker("model") is None:
-        monkeypatch.setattr("kia.paraphrase._embed", fake_embed)
+        monkeypatch.setattr("kia.build.paraphrase._embed", fake_embed)
 
 
 @pytest.fixture(scope="module")

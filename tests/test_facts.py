@@ -65,7 +65,9 @@ def test_fact_dict_round_trip_and_answer():
 
 
 def test_importing_facts_does_not_import_heavy_libraries():
-    code = "import sys, kia.facts, kia.matching; print(sorted({'polars', 'pyarrow', 'datasets'} & set(sys.modules)))"
+    code = (
+        "import sys, kia.facts, kia.facts.matching; print(sorted({'polars', 'pyarrow', 'datasets'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -448,8 +450,8 @@ def test_every_fixture_copy_loads_identically(tmp_path):
 
 
 def test_fact_stream_rereads_and_caps_warnings(tmp_path, monkeypatch):
-    from kia import facts as facts_module
     from kia.facts import FactStream
+    from kia.facts import load as facts_module
 
     monkeypatch.setattr(facts_module, "MAX_WARNINGS", 3)
     rows = [{"id": str(i), "question": f"Is Lyon {i} in Lyon?", "answers": ["Lyon"]} for i in range(10)]

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kia.adapters import check_adapter
 from kia.artifacts import MANIFEST, read_jsonl, write_json, write_manifest
 from kia.audit.policy import load_policy
+from kia.engines.adapters import check_adapter
 from kia.errors import AdapterError, ArtifactError, KiaError
 from kia.facts import load_facts
 from kia.probe import load_exemplar_sets

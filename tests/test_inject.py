@@ -37,7 +37,7 @@ def build_dir(tmp_path_factory):
 
 
 def _inject(build_dir, out, **kw):
-    from kia.train import InjectConfig, inject
+    from kia.inject import InjectConfig, inject
 
     defaults = {"preset": "paper", "lr": 3e-2, "epochs": 3, "batch_size": 4, "eval_sets": 2, "heldout_known": 4}
     return inject(InjectConfig(build=str(build_dir), output=str(out), **{**defaults, **kw}))
@@ -46,7 +46,7 @@ def _inject(build_dir, out, **kw):
 @pytest.fixture
 def trained_models(monkeypatch):
     """Catches the in-memory peft model each inject() trains, to compare it with what was saved."""
-    from kia import train_callbacks
+    from kia.inject import curve as train_callbacks
 
     caught = []
     real = train_callbacks.ReliabilityCallback.__init__
@@ -62,7 +62,7 @@ def trained_models(monkeypatch):
 def _greedy_answers(engine, facts, sets, adapter):
     """The raw greedy few-shot answers, two exemplar sets per fact."""
     from kia.engines import Sampling
-    from kia.prompts import PromptBuilder
+    from kia.probe.prompts import PromptBuilder
 
     build = PromptBuilder(engine)
     prompts = [build([(e.question, e.answer) for e in sets.for_fact(f, s)], f.question) for s in (0, 1) for f in facts]
@@ -84,8 +84,8 @@ def test_training_raises_reliability_leaves_the_base_alone_and_reloads(
     from safetensors.torch import load_file
 
     from kia.engines.hf import HFEngine, attach_adapter
-    from kia.train_callbacks import load_eval_facts
-    from kia.train_model import compute_dtype, load_model
+    from kia.inject.curve import load_eval_facts
+    from kia.inject.model import compute_dtype, load_model
 
     before = sha256_tree(MODEL)
     result = _inject(build_dir, tmp_path / "a", quant=quant, precision=precision)
@@ -147,7 +147,7 @@ def test_4bit_gradients_survive_an_evaluation_pass():
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from kia.train_model import load_model
+    from kia.inject.model import load_model
 
     model, _ = load_model(str(MODEL), "nf4", "cpu")
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -188,9 +188,9 @@ def test_padding_free_batches_compute_what_padded_batches_do():
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from kia.prompts import training_messages
-    from kia.train_data import FlatCollator, PadCollator, encode_row
-    from kia.train_model import load_model
+    from kia.inject.data import FlatCollator, PadCollator, encode_row
+    from kia.inject.model import load_model
+    from kia.probe.prompts import training_messages
 
     model, tokenizer = load_model(str(MODEL), "none", "cpu")
     torch.manual_seed(0)
@@ -226,8 +226,8 @@ def test_padding_free_batches_compute_what_padded_batches_do():
 def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(build_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from kia import train_callbacks
     from kia.errors import KiaError
+    from kia.inject import curve as train_callbacks
 
     # 4-bit at the automatic precision: the CPU default (bf16 products where the CPU has them)
     kw = {"quant": "nf4", "epochs": 2, "eval_sets": 1, "heldout_known": 2}

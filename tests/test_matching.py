@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from kia import matching
 from kia.errors import ConfigError
-from kia.matching import extract_answer, is_correct, is_refusal, load_refusal_patterns, normalize
+from kia.facts import matching
+from kia.facts.matching import extract_answer, is_correct, is_refusal, load_refusal_patterns, normalize
 
 
 @pytest.mark.parametrize(

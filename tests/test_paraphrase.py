@@ -9,9 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from kia.engines.scripted import ScriptedEngine
-from kia.facts import Fact
-from kia.paraphrase import (
+from kia.build.paraphrase import (
     FilterConfig,
     Screener,
     candidates,
@@ -23,6 +21,8 @@ from kia.paraphrase import (
     relation_templates,
     source_order,
 )
+from kia.engines.scripted import ScriptedEngine
+from kia.facts import Fact
 from kia.toyworld.world import RELATIONS, WorldConfig, generate_world
 
 FACT = Fact(

@@ -17,7 +17,7 @@ from kia.audit import AuditConfig, audit
 from kia.audit.policy import DEFAULT_POLICY, Policy, judge, load_policy
 from kia.errors import ConfigError
 from kia.facts import Fact
-from kia.prompts import ExemplarSets
+from kia.probe.prompts import ExemplarSets
 
 IDK = "I don't know."
 LENIENT = "max_negative_shift = 0.5\nmax_refusal_change = 0.5\nexplosion_floor = 3\nexplosion_factor = 3\n"
@@ -382,7 +382,7 @@ def _cli(args):
 def _patch_engine(monkeypatch):
     import kia.audit
 
-    monkeypatch.setattr(kia.audit, "load_engine", lambda config: TwoArmEngine())
+    monkeypatch.setattr(kia.audit.run, "load_engine", lambda config: TwoArmEngine())
 
 
 def test_cli_exit_codes(tmp_path, monkeypatch):

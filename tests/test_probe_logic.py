@@ -12,7 +12,7 @@ from kia.engines.scripted import ScriptedEngine
 from kia.errors import ArtifactError, ConfigError
 from kia.facts import Fact
 from kia.probe import ProbeConfig, probe_facts, slick_label, three_way
-from kia.prompts import PromptBuilder, make_exemplar_sets
+from kia.probe.prompts import PromptBuilder, make_exemplar_sets
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_config_validation():
 
 
 def _run(tmp_path, monkeypatch, engine_factory, **kw):
-    from kia import probe as probe_mod
+    from kia.probe import run as probe_mod
 
     monkeypatch.setattr(probe_mod, "load_engine", lambda cfg: engine_factory())
     tmp_path.mkdir(parents=True, exist_ok=True)

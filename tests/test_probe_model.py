@@ -63,8 +63,8 @@ def test_batches_that_mix_prefixes_answer_as_each_prompt_alone(engine):
     from kia.engines import Sampling
     from kia.engines.hf import HFEngine
     from kia.facts import Fact
-    from kia.matching import extract_answer, is_correct
-    from kia.prompts import PromptBuilder, make_exemplar_sets
+    from kia.facts.matching import extract_answer, is_correct
+    from kia.probe.prompts import PromptBuilder, make_exemplar_sets
 
     rows = [json.loads(line) for line in FACTS.read_text().splitlines()]
     rng = random.Random(3)
@@ -89,7 +89,7 @@ def test_batches_that_mix_prefixes_answer_as_each_prompt_alone(engine):
 def test_lazy_and_exhaustive_schedules_agree_on_the_toy_model(tmp_path, engine):
     from kia.facts import load_facts
     from kia.probe import ProbeConfig, probe_facts
-    from kia.prompts import make_exemplar_sets
+    from kia.probe.prompts import make_exemplar_sets
 
     facts = load_facts(_sample(tmp_path, per_band=3, seed=1)).facts
     pool = load_facts(FACTS).facts
@@ -107,9 +107,9 @@ def test_lazy_and_exhaustive_schedules_agree_on_the_toy_model(tmp_path, engine):
 def test_probe_cli_writes_the_folder_and_resumes_after_a_kill(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from kia import probe as probe_mod
     from kia.cli import cli
     from kia.commands import register
+    from kia.probe import run as probe_mod
 
     register(cli)
     facts = _sample(tmp_path, per_band=4)

@@ -8,9 +8,9 @@ import pytest
 
 from kia.engines import default_model
 from kia.errors import ConfigError
-from kia.prompts import training_messages
-from kia.train import PRESETS, InjectConfig
-from kia.train_data import IGNORE, PadCollator, encode_row, render
+from kia.inject import PRESETS, InjectConfig
+from kia.inject.data import IGNORE, PadCollator, encode_row, render
+from kia.probe.prompts import training_messages
 
 MODEL = Path(default_model())
 needs_tokenizer = pytest.mark.skipif(not (MODEL / "tokenizer.json").exists(), reason="toy model missing")
@@ -84,7 +84,7 @@ def test_presets_and_overrides():
 def test_auto_precision_is_bf16_on_a_gpu_and_on_a_cpu_with_bf16_in_hardware(monkeypatch):
     import torch
 
-    from kia import train_model
+    from kia.inject import model as train_model
 
     for has, cpu_auto in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(train_model, "cpu_has_bf16", lambda has=has: has)
@@ -97,7 +97,7 @@ def test_auto_precision_is_bf16_on_a_gpu_and_on_a_cpu_with_bf16_in_hardware(monk
 
 
 def test_the_curve_sample_is_a_sixth_of_the_training_rows_between_64_and_200():
-    from kia.train_callbacks import auto_eval_facts
+    from kia.inject.curve import auto_eval_facts
 
     assert [auto_eval_facts(n) for n in (0, 120, 384, 750, 1200, 50_000)] == [64, 64, 64, 125, 200, 200]
     with pytest.raises(ConfigError, match="--eval-facts"):
@@ -111,9 +111,9 @@ def _callback(tmp_path, scores, stop_at=None, resume=False):
     import torch
 
     from kia.facts import Fact
-    from kia.prompts import make_exemplar_sets
+    from kia.inject.curve import ReliabilityCallback
+    from kia.probe.prompts import make_exemplar_sets
     from kia.toyworld.world import generate_world
-    from kia.train_callbacks import ReliabilityCallback
 
     facts = [Fact.from_dict(f) for f in generate_world().facts[:12]]
     sets = make_exemplar_sets(facts, 3, 4, 0)
@@ -153,8 +153,8 @@ def test_callback_logs_each_epoch_and_stops_at_the_target(tmp_path):
 
 def test_output_folder_checks(tmp_path):
     from kia.errors import KiaError
-    from kia.train_resume import check_output as _check_output
-    from kia.train_resume import checkpoints as _checkpoints
+    from kia.inject.resume import check_output as _check_output
+    from kia.inject.resume import checkpoints as _checkpoints
 
     out = tmp_path / "a"
     assert _check_output(out, InjectConfig(build="b", output=str(out))) is None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kia.engines import default_model
-from kia.train_loop import BF16Head, CPUDropout, KiaTrainer, restore_head, use_bf16_head, use_cpu_dropout
+from kia.inject.trainer import BF16Head, CPUDropout, KiaTrainer, restore_head, use_bf16_head, use_cpu_dropout
 
 MODEL = Path(default_model())
 needs_model = pytest.mark.skipif(not (MODEL / "config.json").exists(), reason="toy model missing")
@@ -106,7 +106,7 @@ def test_bf16_head_computes_the_fp32_head_to_bf16_precision_and_passes_gradients
 def test_the_bf16_head_swaps_in_for_a_frozen_head_only_and_restores_the_tied_original():
     from peft import LoraConfig, get_peft_model
 
-    from kia.train_model import load_model
+    from kia.inject.model import load_model
 
     model, _ = load_model(str(MODEL), "none", "cpu")
     model = get_peft_model(model, LoraConfig(r=1, target_modules=["up_proj"]))

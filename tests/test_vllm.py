@@ -42,8 +42,8 @@ def _kia(*args: str) -> subprocess.CompletedProcess:
 def world(tmp_path_factory) -> Path:
     """40 facts (20 often seen, 20 never seen), probed with the hf engine, a build and an adapter."""
     from kia.build import BuildConfig, build
+    from kia.inject import InjectConfig, inject
     from kia.probe import ProbeConfig, probe
-    from kia.train import InjectConfig, inject
 
     root = tmp_path_factory.mktemp("vllm")
     rows = [json.loads(line) for line in (TOY / "facts.jsonl").open(encoding="utf-8")]

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kia.artifacts import read_jsonl, read_manifest, sha256_file
-from kia.audit import metrics as met
+from kia.audit.metrics import Arms
 from kia.engines import Engine, Sampling
 from kia.errors import ArtifactError
-from kia.facts import Fact
-from kia.matching import extract_answer
-from kia.prompts import ExemplarSets, PromptBuilder
+from kia.facts import Fact, extract_answer
+from kia.probe import ExemplarSets, PromptBuilder
 
 if TYPE_CHECKING:
-    from kia.audit import AuditConfig
+    from kia.audit.config import AuditConfig
 
 Progress = Callable[[str], None]
 
@@ -79,11 +78,11 @@ def resolve_inputs(config: AuditConfig) -> Inputs:
     return Inputs(adapter, str(model), build, probe, probe_manifest, quant, cfg.get("quant"), list(curve))
 
 
-def load_split(build: Path, name: str) -> met.Arms:
+def load_split(build: Path, name: str) -> Arms:
     path = build / f"eval_{name}.jsonl"
     if not path.exists():
         if name == "paraphrase":
-            return met.Arms(name, [], [])
+            return Arms(name, [], [])
         raise ArtifactError(f"{build}: no eval_{name}.jsonl; rebuild it with `kia build`")
     rows = read_jsonl(path)
     facts = []
@@ -91,7 +90,7 @@ def load_split(build: Path, name: str) -> met.Arms:
         f = Fact.from_dict(r)
         # A paraphrase is prompted as its source fact, so the exemplar sets swap out that fact too.
         facts.append(dataclasses.replace(f, id=str(r["source_id"])) if r.get("source_id") else f)
-    return met.Arms(name, rows, facts)
+    return Arms(name, rows, facts)
 
 
 def exemplar_sets(inputs: Inputs) -> ExemplarSets:
@@ -197,7 +196,7 @@ def lora_b_all_zero(adapter: Path) -> bool:
 
 def run_arms(
     engine: Engine,
-    splits: dict[str, met.Arms],
+    splits: dict[str, Arms],
     sets: ExemplarSets,
     pc: dict[str, Any],
     inputs: Inputs,

@@ -1,7 +1,7 @@
 """Answer collapse: does the adapted model pile its answers onto a few strings? (Pletenev et al. §5, Table 4)
 
 All greedy answers to the held-out questions are counted (every exemplar set, refusals skipped,
-answers compared after `kia.matching.normalize`). A healthy model spreads its answers over many
+answers compared after `kia.facts.matching.normalize`). A healthy model spreads its answers over many
 strings; a collapsed one repeats a few ("Alençon" 9,393 times in the paper's worst run).
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kia.matching import normalize
+from kia.facts import normalize
 
 
 @dataclass

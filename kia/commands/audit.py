@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kia.cli import json_option, vllm_options
+from kia.commands.options import json_option, vllm_options
 
 
 @click.command()

@@ -6,11 +6,12 @@ from typing import Any
 
 import click
 
-from kia.bias import MAX_RELATION_SHARE as _REL_SHARE
-from kia.bias import MAX_TOP_SHARE as _TOP_SHARE
-from kia.cli import json_option
-from kia.paraphrase import MAX_SIMILARITY as _MAX_SIM
-from kia.paraphrase import MIN_SIMILARITY as _MIN_SIM
+from kia.build import FORMATS, SOURCES
+from kia.build import MAX_RELATION_SHARE as _REL_SHARE
+from kia.build import MAX_SIMILARITY as _MAX_SIM
+from kia.build import MAX_TOP_SHARE as _TOP_SHARE
+from kia.build import MIN_SIMILARITY as _MIN_SIM
+from kia.commands.options import json_option
 
 
 @click.command()
@@ -32,14 +33,14 @@ from kia.paraphrase import MIN_SIMILARITY as _MIN_SIM
 @click.option(
     "--format",
     "format_",
-    type=click.Choice(["paper", "plain"]),
+    type=click.Choice(FORMATS),
     default="paper",
     show_default=True,
     help="paper: system prompt + 'Question: …' / 'Answer: …' turns; plain: the bare question and answer.",
 )
 @click.option(
     "--paraphraser",
-    type=click.Choice(["own", "templates", "model"]),
+    type=click.Choice(SOURCES),
     default="own",
     show_default=True,
     help="First paraphrase source: the facts' own column, then relation templates, then an LLM.",

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from kia.cli import json_option
-from kia.train_model import PRECISIONS
+from kia.commands.options import json_option
+from kia.inject import PRECISIONS, PRESETS
 
 
 @click.command()
@@ -16,7 +16,7 @@ from kia.train_model import PRECISIONS
 @click.option("-o", "--output", default="runs/inject", show_default=True, help="Output folder (the adapter).")
 @click.option(
     "--preset",
-    type=click.Choice(["paper", "qlora"]),
+    type=click.Choice(list(PRESETS)),
     default="qlora",
     show_default=True,
     help="paper: r=1, alpha 2, rsLoRA, MLP only, lr 1e-3, loss on everything; qlora: r=16, all linear, lr 2e-4, loss on the answer.",
@@ -97,8 +97,8 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
 
     from rich.console import Console
 
-    from kia.train import InjectConfig
-    from kia.train import inject as run_inject
+    from kia.inject import InjectConfig
+    from kia.inject import inject as run_inject
 
     console = Console(stderr=True)
 

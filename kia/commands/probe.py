@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from kia.cli import json_option, progress_bar, vllm_options
+from kia.commands.options import json_option, progress_bar, vllm_options
+from kia.probe import MATCH_MODES
 
 
 @click.command()
@@ -35,7 +36,7 @@ from kia.cli import json_option, progress_bar, vllm_options
 )
 @click.option(
     "--match",
-    type=click.Choice(["contains", "exact", "paper"]),
+    type=click.Choice(MATCH_MODES),
     default="contains",
     show_default=True,
     help="contains: an alias occurs as whole words; exact: SQuAD exact match; paper: raw lower-case substring.",

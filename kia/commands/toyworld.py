@@ -24,8 +24,7 @@ def build_cmd(output: str, seed: int, epochs: int, facts_per_relation: int, no_m
     Example:
       kia toyworld build -o datasets/toyworld --seed 0
     """
-    from kia.toyworld.pretrain import PretrainConfig, build_toyworld
-    from kia.toyworld.world import WorldConfig
+    from kia.toyworld import PretrainConfig, WorldConfig, build_toyworld
 
     snapshots = tuple(int(e) for e in save_epochs.split(",") if e.strip())
     result = build_toyworld(
@@ -52,7 +51,7 @@ def check_cmd(probe_dir: str, as_json: bool) -> None:
       kia probe datasets/toyworld/facts.jsonl -o runs/p1 && kia toyworld check runs/p1
     """
     from kia.artifacts import to_json
-    from kia.toyworld.groundtruth import groundtruth_report
+    from kia.toyworld import groundtruth_report
 
     report = groundtruth_report(probe_dir)
     if as_json:

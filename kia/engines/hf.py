@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kia.engines import EngineConfig, Prompt, Sampling
+from kia.engines.interface import EngineConfig, Prompt, Sampling
 from kia.errors import AdapterError, EngineError
 
 
@@ -305,7 +305,7 @@ def _stopping(stop_ids: Any) -> Any:
 
 def attach_adapter(model: Any, adapter: str | Path, *, allow_pickle: bool = False, is_trainable: bool = False) -> Any:
     """Wrap `model` with a peft adapter after checking that it is safe and made for this model."""
-    from kia.adapters import check_adapter
+    from kia.engines.adapters import check_adapter
 
     check_adapter(adapter, model, allow_pickle=allow_pickle)
     from peft import PeftModel

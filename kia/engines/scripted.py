@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from kia.engines import Prompt, Sampling
+from kia.engines.interface import Prompt, Sampling
 
 Script = str | Sequence[str] | Callable[[str, int, int], str]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kia.engines import EngineConfig, Prompt, Sampling
+from kia.engines.interface import EngineConfig, Prompt, Sampling
 from kia.errors import EngineError
 
 
@@ -49,7 +49,7 @@ class VLLMEngine:
             "seed": 0,
         }
         if config.adapter:
-            from kia.adapters import check_adapter, read_adapter_config
+            from kia.engines.adapters import check_adapter, read_adapter_config
 
             check_adapter(config.adapter, allow_pickle=config.allow_pickle)
             kwargs.update(enable_lora=True, max_lora_rank=max(8, int(read_adapter_config(config.adapter).get("r", 8))))

@@ -1,7 +1,7 @@
 """A deterministic invented world whose truth kia knows: entities, relations, exposure, skills.
 
 Everything here is pure Python and seeded, so `generate_world(seed)` always returns the same world.
-The pretraining corpus (see `corpus.py`) shows each fact exactly `exposure` times, which is what
+The pretraining corpus (see `kia.toyworld.pretrain`) shows each fact exactly `exposure` times, which is what
 lets the tests check the prober against ground truth: facts never shown must come out Unknown,
 facts shown often must come out HighlyKnown.
 """

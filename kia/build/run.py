@@ -17,7 +17,7 @@ Splits, one JSONL file each (rows of the eval splits are `Fact.to_dict()` plus t
 - eval_heldout.jsonl: facts of every category left out of training, as equal a number per base
   category as there are, so each category's shift is measured on enough facts (shift, collapse).
 No fact id and no question (compared normalised) of a held-out split is ever in training; the
-build checks this before writing. Also written: bias.json (see `kia.bias`), the probe's
+build checks this before writing. Also written: bias.json (see `kia.build.bias`), the probe's
 exemplars.json (so later stages build the probe's few-shot prompts), and manifest.json last.
 """
 
@@ -28,79 +28,16 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kia.bias import MAX_RELATION_SHARE, MAX_TOP_SHARE, bias_report
+from kia.build.bias import bias_report
+from kia.build.config import CATEGORIES, KINDS, PROBE_COLUMNS, BuildConfig, BuildResult
+from kia.build.paraphrase import FilterConfig, plan_paraphrases
 from kia.errors import ArtifactError, ConfigError, KiaError
 from kia.facts import Fact
-from kia.paraphrase import MAX_SIMILARITY, MIN_SIMILARITY, SOURCES, FilterConfig, plan_paraphrases
-from kia.prompts import training_messages
-
-FORMATS = ("paper", "plain")
-CATEGORIES = ("Unknown", "MaybeKnown", "HighlyKnown")
-SPLITS = ("train", "eval_injected", "eval_paraphrase", "eval_heldout")
-KINDS = ("unknown", "paraphrase", "highly_known", "maybe_known")
-PROBE_COLUMNS = ("id", "question", "answers", "category", "slick_category", "p_greedy")
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    probe: str
-    unknown: int
-    output: str = "runs/build"
-    highly_known: int = 0
-    paraphrases: int = 0
-    maybe_known: int = 0
-    stratify: str | None = None  # None | "relation"
-    seed: int = 0
-    format: str = "paper"  # paper: system + "Question: …" / "Answer: …"; plain: the bare question and answer
-    paraphraser: str = "own"
-    paraphrase_model: str | None = None  # for `model`; default: the probe's model
-    paraphrase_candidates: int = 8  # sampled rephrasings per question with `model` (at least 2x the ones asked)
-    eval_paraphrases: int = 1
-    heldout: int = 300
-    min_similarity: float = MIN_SIMILARITY
-    max_similarity: float = MAX_SIMILARITY
-    embedder: str | None = None  # sentence-transformers name or folder; None: the offline all-MiniLM-L6-v2
-    max_top_share: float = MAX_TOP_SHARE
-    max_relation_share: float = MAX_RELATION_SHARE
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if self.unknown < 1:
-            raise ConfigError(f"--unknown must be at least 1, got {self.unknown}")
-        for name in ("highly_known", "paraphrases", "maybe_known", "eval_paraphrases", "heldout"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        if self.paraphrase_candidates < 1:
-            raise ConfigError(f"--paraphrase-candidates must be at least 1, got {self.paraphrase_candidates}")
-        if self.stratify not in (None, "relation"):
-            raise ConfigError(f"--stratify takes 'relation', got '{self.stratify}'")
-        if self.format not in FORMATS:
-            raise ConfigError(f"unknown --format '{self.format}'; choose one of: {', '.join(FORMATS)}")
-        if self.paraphraser not in SOURCES:
-            raise ConfigError(f"unknown --paraphraser '{self.paraphraser}'; choose one of: {', '.join(SOURCES)}")
-        if not 0 <= self.min_similarity < self.max_similarity <= 1:
-            raise ConfigError(
-                f"need 0 <= --min-similarity < --max-similarity <= 1, got {self.min_similarity} and {self.max_similarity}"
-            )
-        for name in ("max_top_share", "max_relation_share"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    output: Path
-    counts: dict[str, int]  # rows per split
-    kinds: dict[str, int]  # training rows per kind
-    recipe: dict[str, Any]
-    bias: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
+from kia.probe import training_messages
 
 # ------------------------------------------------------------------------------------------ picking
 
@@ -189,7 +126,7 @@ def build(config: BuildConfig) -> BuildResult:
     Raises ConfigError when the recipe asks for more facts than the probe has (naming how many
     there are), ArtifactError when the probe folder is unfinished or the output folder is taken."""
     from kia.artifacts import FolderLock, peak_memory_mb, prepare_output, sha256_file, write_manifest
-    from kia.matching import normalize
+    from kia.facts import normalize
 
     start = time.time()
     probe_dir = Path(config.probe)
@@ -315,7 +252,7 @@ def _recipe(config: BuildConfig) -> dict[str, Any]:
 
 def _check_no_leak(rows: list[dict[str, Any]], eval_para: list[dict[str, Any]], heldout: list[Fact]) -> None:
     """A last guard (the picks already avoid it): no trained fact or question in a held-out split."""
-    from kia.matching import normalize
+    from kia.facts import normalize
 
     ids = {r["fact_id"] for r in rows}
     questions = {normalize(r["question"]) for r in rows}

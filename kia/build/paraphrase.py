@@ -9,7 +9,7 @@ through the engine: a rephrasing prompt, several sampled candidates per question
 
 The filter (`Screener`), for each candidate in order, until enough are kept:
 - `subject_missing`: the original names the subject but the candidate does not;
-- `leaks_answer`: an answer alias occurs in it as whole words (`kia.matching.is_correct`, contains);
+- `leaks_answer`: an answer alias occurs in it as whole words (`kia.facts.matching.is_correct`, contains);
 - `duplicate`: its normalised text equals the original's, an earlier candidate's or a trained question's;
 - `off_meaning`: cosine(original, candidate) < `min_similarity`;
 - `near_duplicate`: cosine >= `max_similarity` to the original or to any candidate already kept.
@@ -176,9 +176,9 @@ def mask_subject(text: str, subject: str | None) -> str:
 
 
 def _embed(texts: Sequence[str], name: str | None) -> Any:
-    from kia.embeddings import DEFAULT, embed
+    from kia.engines import DEFAULT_EMBEDDER, embed
 
-    return embed(texts, name or DEFAULT)
+    return embed(texts, name or DEFAULT_EMBEDDER)
 
 
 class Screener:
@@ -201,7 +201,7 @@ class Screener:
         """For each (fact, candidates, limit): up to `limit` kept candidates, in order.
 
         `forbidden` holds normalised questions no candidate may equal (the trained questions)."""
-        from kia.matching import is_correct, normalize
+        from kia.facts import is_correct, normalize
 
         results: list[Screened] = []
         passed: list[list[tuple[str, str]]] = []  # (candidate, its masked form) after the cheap checks

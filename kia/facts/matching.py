@@ -120,7 +120,7 @@ _BUILTIN_REFUSALS = (
     r"\bi apologi[sz]e,? but\b",
     r"^\W*unknown\W*$",
 )
-DEFAULT_REFUSALS = Path(__file__).resolve().parent.parent / "probes" / "refusals.txt"
+DEFAULT_REFUSALS = Path(__file__).resolve().parents[2] / "probes" / "refusals.txt"
 
 
 def _compile(lines: Sequence[tuple[int, str]], where: str) -> list[re.Pattern[str]]:

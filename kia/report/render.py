@@ -68,7 +68,7 @@ def render_report(audit_dir: str | Path, output: str | Path | None = None) -> Pa
 def render_html(audit: dict[str, Any]) -> str:
     """The report page for one parsed audit.json (the same input always gives the same bytes)."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("kia", "templates"),
+        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent),
         autoescape=True,
         undefined=jinja2.ChainableUndefined,
         trim_blocks=True,

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from kia.artifacts import read_json, sha256_file
 from kia.errors import ArtifactError
 from kia.facts import Fact
-from kia.prompts import ExemplarSets
+from kia.probe.prompts import ExemplarSets
 
 CATEGORIES = ("Unknown", "MaybeKnown", "HighlyKnown")
 SLICK_CATEGORIES = ("Unknown", "WeaklyKnown", "MaybeKnown", "HighlyKnown")

@@ -5,7 +5,7 @@
 - `CPUDropout`: LoRA's dropout draws one 32-bit random number per activation from the CPU
   generator, about 13 % of a training step on the CPU. This draws 16 bits per activation (four
   from each 64-bit draw). On a GPU torch's fused dropout is cheap and is used as is.
-- `BF16Head`: when the CPU trains in bf16 (see `kia.train_model`), the 4-bit layers take bf16 as
+- `BF16Head`: when the CPU trains in bf16 (see `kia.inject.model`), the 4-bit layers take bf16 as
   their compute dtype, and the output projection (frozen, often tied to the embeddings, a quarter
   of the toy model's products) multiplies a bf16 copy of its weight. Autocast would cast every
   product's inputs, LoRA's too, and measured no faster than fp32 here.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from kia.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
-    from kia.train import InjectConfig
+    from kia.inject.config import InjectConfig
 
 
 RUN_FILE = "run.json"  # in checkpoints/: what a --resume must match

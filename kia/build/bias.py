@@ -39,7 +39,7 @@ def normalized_entropy(counts: Mapping[Any, int]) -> float:
 
 def answer_counts(answers: Sequence[str]) -> tuple[Counter[str], dict[str, str]]:
     """Counts per normalised answer ("Paris" and "paris." are one answer) and a display form for each."""
-    from kia.matching import normalize
+    from kia.facts import normalize
 
     counts: Counter[str] = Counter()
     display: dict[str, str] = {}

@@ -1,0 +1,67 @@
+"""The audit's settings and result: what `kia audit` reads from its flags and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kia.errors import ConfigError
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """None means "take it from the stage manifests" (model, build, probe) or the default."""
+
+    adapter: str
+    model: str | None = None
+    build: str | None = None
+    probe: str | None = None
+    policy: str | None = None  # TOML file; default probes/policy.toml
+    benchmarks: tuple[str, ...] | None = None  # names, YAML files or folders; None: default; ("none",): skip
+    output: str = "runs/audit"
+    engine: str = "hf"
+    quant: str = "none"  # "nf4": audit on the 4-bit base the adapter was trained on (QLoRA)
+    batch_size: int = 64
+    tensor_parallel_size: int = 1  # vllm only
+    gpu_memory_utilization: float | None = None  # vllm only
+    bench_batch_size: int = 32
+    bench_limit: int | None = None  # documents per benchmark task (quick checks only)
+    refusal_embeddings: bool = True  # also detect refusals by embedding similarity
+    reuse_probe: bool = True
+    n_boot: int = 2000
+    seed: int = 0
+    allow_pickle: bool = False
+    report: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("hf", "vllm"):
+            raise ConfigError(f"unknown --engine '{self.engine}'; choose hf or vllm")
+        if self.quant not in ("none", "nf4"):
+            raise ConfigError(f"unknown --quant '{self.quant}'; choose none or nf4")
+        for name in ("batch_size", "bench_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.bench_limit is not None and self.bench_limit < 1:
+            raise ConfigError(f"--bench-limit must be at least 1, got {self.bench_limit}")
+        if self.n_boot < 100:
+            raise ConfigError(f"n_boot must be at least 100 for a usable interval, got {self.n_boot}")
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    output: Path
+    verdict: str
+    reasons: list[str]
+    metrics: dict[str, dict[str, Any]]
+    report: Path | None
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verdict == "PASS" else 1

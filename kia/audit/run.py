@@ -1,0 +1,208 @@
+"""`kia audit`: what did the adapter learn, and what did it break? PASS or FAIL against a policy.
+
+    kia audit runs/inject                  # model, build and probe from the adapter's manifests
+    kia audit runs/inject --policy strict.toml --benchmarks mmlu,truthfulqa_mc1 -o runs/audit
+
+The base model is loaded once with the adapter, and every measurement runs twice on identical
+prompts and settings: adapter off (peft `disable_adapter`) and on. The build's splits are probed
+with the probe run's few-shot exemplar sets, greedy, every set:
+- eval_injected -> reliability; eval_paraphrase -> generalisation;
+- eval_heldout -> knowledge shift (3 x 3 transition matrix and its reasons), answer collapse and
+  refusals; the base arm reuses the probe run's answers for these facts when the probe used the
+  same model and settings (checked on a few facts);
+- lm-evaluation-harness tasks -> benchmark drift, paired per document;
+- the adapter's sanity: it loads, fits the base model, and is not a no-op.
+Then `kia.audit.policy.judge` gives the verdict. Output folder: audit.json, per_fact.jsonl,
+report.html (when the report module is installed) and manifest.json, written last.
+Only three-way categories are needed (Pletenev et al. use greedy answers only), so no sampling runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from kia.artifacts import (
+    FolderLock,
+    peak_memory_mb,
+    prepare_output,
+    read_jsonl,
+    sha256_file,
+    to_json,
+    versions,
+    write_json,
+    write_jsonl,
+    write_manifest,
+)
+from kia.audit.arms import exemplar_sets, load_split, lora_b_all_zero, resolve_inputs, run_arms
+from kia.audit.assemble import assemble
+from kia.audit.benchmarks import check_available, resolve_benchmarks, run_benchmarks, task_manager
+from kia.audit.config import AuditConfig, AuditResult, Progress
+from kia.audit.policy import judge, load_policy
+from kia.audit.refusals import RefusalDetector
+from kia.engines import Engine, EngineConfig, load_engine
+from kia.errors import ConfigError
+
+# ------------------------------------------------------------------------------------------ audit
+
+
+def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engine | None = None) -> AuditResult:
+    """Audit the adapter described by `config`; write the output folder and return the verdict.
+
+    `progress` gets one line per step. `engine` replaces the model load (tests pass a fake that
+    answers per arm; benchmarks then need `benchmarks=("none",)`).
+    """
+    start = time.time()
+    say = progress or (lambda _msg: None)
+    policy = load_policy(config.policy)  # a bad policy fails before any work
+    inputs = resolve_inputs(config)
+    sets = exemplar_sets(inputs)
+    pc = dict(inputs.probe_manifest.get("config") or {})
+    splits = {name: load_split(inputs.build, name) for name in ("injected", "paraphrase", "heldout")}
+    train = read_jsonl(inputs.build / "train.jsonl") if (inputs.build / "train.jsonl").exists() else []
+    plan = resolve_benchmarks(config.benchmarks, inputs.model)
+    warnings: list[str] = []
+    try:
+        if plan.specs and engine is not None and not hasattr(engine, "model"):
+            raise ConfigError("benchmarks run through lm-eval's HF backend: pass an hf engine, or benchmarks none")
+        manager = None
+        if plan.specs:  # unknown tasks and unreachable data fail here, before any model work
+            say(f"checking benchmarks: {', '.join(s.name for s in plan.specs)}")
+            manager = task_manager(plan)
+            check_available(plan, manager)
+        out = prepare_output(config.output, overwrite=config.overwrite)
+        with FolderLock(out):
+            own = engine is None
+            engine_config = EngineConfig(
+                inputs.model,
+                engine=config.engine,
+                adapter=str(inputs.adapter),
+                quant=inputs.quant,
+                batch_size=config.batch_size,
+                allow_pickle=config.allow_pickle,
+                tensor_parallel_size=config.tensor_parallel_size,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+            )
+            if engine is None:
+                say(f"loading {inputs.model} with the adapter {inputs.adapter} (quant {inputs.quant}, {config.engine})")
+                engine = load_engine(engine_config)
+            else:
+                from kia.engines import check_adapter
+
+                check_adapter(inputs.adapter, allow_pickle=config.allow_pickle)
+            timings = {"setup": time.time() - start}
+            reused, reuse_note = run_arms(engine, splits, sets, pc, inputs, config, say)
+            timings["generation"] = time.time() - start - sum(timings.values())
+            bench: dict[str, Any] = {}
+            if plan.specs and not hasattr(engine, "model"):
+                # vLLM generated the arms; lm-eval's log-likelihoods go through transformers, loaded
+                # once the vLLM engine has given its memory back.
+                engine.close()
+                say(f"loading {inputs.model} with transformers for the benchmarks")
+                engine = load_engine(dataclasses.replace(engine_config, engine="hf"))
+                own = True
+            if plan.specs:
+                model, tokenizer = engine.model, engine.tokenizer  # type: ignore[attr-defined]
+                bench = run_benchmarks(
+                    model,
+                    tokenizer,
+                    plan,
+                    manager,
+                    batch_size=config.bench_batch_size,
+                    limit=config.bench_limit,
+                    n_boot=config.n_boot,
+                    seed=config.seed,
+                    progress=say,
+                )
+            timings["benchmarks"] = time.time() - start - sum(timings.values())
+            if own:
+                engine.close()
+            say("computing metrics")
+            report, per_fact = assemble(
+                splits,
+                train_answers=[str(r["answer"]) for r in train if r.get("answer")],
+                benchmarks=bench,
+                match=str(pc.get("match", "contains")),
+                policy=policy,
+                detector=RefusalDetector(policy.refusal_similarity if config.refusal_embeddings else None),
+                lora_b_all_zero=lora_b_all_zero(inputs.adapter),
+                n_boot=config.n_boot,
+                seed=config.seed,
+            )
+            report["curve"] = inputs.curve
+            timings["metrics"] = time.time() - start - sum(timings.values())
+            verdict, reasons, checks = judge(policy, report)
+            seconds = round(time.time() - start, 2)
+            report = {"verdict": verdict, "reasons": reasons, **report, "checks": [c.to_dict() for c in checks]}
+            report["provenance"] = {
+                "adapter": str(inputs.adapter),
+                "model": inputs.model,
+                "build": str(inputs.build),
+                "probe": str(inputs.probe),
+                "policy": policy.thresholds(),
+                "base_reused_from_probe": reused,
+                "base_reuse_note": reuse_note,
+                "quant": inputs.quant,
+                "adapter_trained_quant": inputs.trained_quant,
+                "engine": config.engine,
+                "probe_config": {k: pc.get(k) for k in ("n_sets", "shots", "match", "max_new_tokens", "seed")},
+                "benchmarks": [dataclasses.asdict(s) for s in plan.specs],
+                "bench_limit": config.bench_limit,
+                "n_boot": config.n_boot,
+                "seed": config.seed,
+                "versions": versions(),
+                "seconds": seconds,
+                "timings": {k: round(v, 2) for k, v in timings.items()},
+            }
+            write_jsonl(out / "per_fact.jsonl", per_fact)
+            write_json(out / "audit.json", report)
+            report_path = _render(out, warnings) if config.report else None
+            write_manifest(
+                out,
+                stage="audit",
+                config=config,
+                verdict=verdict,
+                reasons=reasons,
+                inputs={
+                    "adapter": {
+                        "path": str(inputs.adapter),
+                        "sha256": _sha(inputs.adapter / "adapter_model.safetensors"),
+                    },
+                    "build": {"path": str(inputs.build), "sha256": _sha(inputs.build / "eval_heldout.jsonl")},
+                    "probe": {"path": str(inputs.probe), "sha256": _sha(inputs.probe / "facts.parquet")},
+                },
+                model=inputs.model,
+                policy=policy.thresholds(),
+                base_reused_from_probe=reused,
+                outputs=["audit.json", "per_fact.jsonl"] + (["report.html"] if report_path else []),
+                warnings=warnings,
+                wall_seconds=round(time.time() - start, 2),
+                peak_memory_mb=peak_memory_mb(),
+            )
+    finally:
+        plan.cleanup()
+    return AuditResult(out, verdict, reasons, report["metrics"], report_path, seconds, warnings)
+
+
+def _sha(path: Path) -> str | None:
+    return sha256_file(path) if path.exists() else None
+
+
+def _render(out: Path, warnings: list[str]) -> Path | None:
+    try:
+        from kia.report import render_report
+    except ImportError:
+        return None
+    try:
+        return render_report(out)
+    except Exception as exc:  # the verdict stands without its page; say why the page is missing
+        warnings.append(f"report.html not written: {type(exc).__name__}: {exc}")
+        return None
+
+
+def summary_json(result: AuditResult) -> str:
+    """The CLI's --json output."""
+    keys = ("output", "verdict", "reasons", "report", "seconds", "warnings", "metrics")
+    return to_json({k: getattr(result, k) for k in keys})

@@ -1,0 +1,107 @@
+"""The inject stage's settings, presets and result: what `kia inject` reads from its flags and returns.
+
+Presets (flags override them):
+- paper: rank 1, alpha 2, rsLoRA, dropout 0.1, gate/up/down projections, lr 1e-3, 10 epochs,
+  batch 16, loss on the whole sequence (Pletenev et al. 2025, §4.2);
+- qlora: rank 16, alpha 32, all linear layers, dropout 0.05, lr 2e-4, 10 epochs, batch 16, loss on
+  the answer only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kia.errors import ConfigError
+from kia.inject.model import PRECISIONS
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"rank": 1, "alpha": 2.0, "rslora": True, "dropout": 0.1, "targets": ("gate_proj", "up_proj", "down_proj"),
+              "lr": 1e-3, "epochs": 10, "batch_size": 16, "loss": "full"},
+    "qlora": {"rank": 16, "alpha": 32.0, "rslora": False, "dropout": 0.05, "targets": ("all-linear",),
+              "lr": 2e-4, "epochs": 10, "batch_size": 16, "loss": "answer"},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InjectConfig:
+    """None means "take it from the preset"."""
+
+    build: str
+    model: str | None = None
+    output: str = "runs/inject"
+    preset: str = "qlora"
+    quant: str = "nf4"
+    rank: int | None = None
+    alpha: float | None = None
+    dropout: float | None = None
+    targets: tuple[str, ...] | None = None
+    lr: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    loss: str | None = None
+    rslora: bool | None = None
+    seed: int = 0
+    stop_at_reliability: float | None = None
+    # The per-epoch curve watches training; the audit measures reliability in full. Evaluating
+    # every injected fact with 3 sets cost the toy runs 4x the training time itself.
+    eval_sets: int = 1
+    eval_facts: int | None = None  # None: auto_eval_facts(training rows); 0: all injected facts
+    heldout_known: int = 20
+    max_length: int = 256
+    # Flatten each batch into one sequence (position ids restart per row; no padding computed).
+    # None: on a GPU only. On the CPU the packed mask makes sdpa attend over the whole flattened
+    # batch, and the toy benchmark trained slower (12.5 s vs 8.3 s) than with padded, length-grouped
+    # batches.
+    padding_free: bool | None = None
+    precision: str = "auto"  # see kia.inject.model.compute_dtype
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown --preset '{self.preset}'; choose one of: {', '.join(PRESETS)}")
+        if self.quant not in ("nf4", "none"):
+            raise ConfigError(f"unknown --quant '{self.quant}'; choose nf4 or none")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown --precision '{self.precision}'; choose one of: {', '.join(PRECISIONS)}")
+        for name in ("rank", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.stop_at_reliability is not None and not 0 < self.stop_at_reliability <= 1:
+            raise ConfigError("--stop-at-reliability must be in (0, 1]")
+        if self.loss is not None and self.loss not in ("full", "answer"):
+            raise ConfigError(f"unknown --loss '{self.loss}'; choose full or answer")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.eval_sets < 1 or self.heldout_known < 0 or (self.eval_facts or 0) < 0:
+            raise ConfigError("--eval-sets must be at least 1, --eval-facts and --heldout-known at least 0")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume continues a run and --overwrite starts over: pass one of them")
+
+    def resolved(self) -> dict[str, Any]:
+        """The preset with every given flag applied on top."""
+        hp = dict(PRESETS[self.preset])
+        for key in hp:
+            value = getattr(self, key)
+            if value is not None:
+                hp[key] = value
+        hp["targets"] = tuple(hp["targets"])
+        return hp
+
+
+@dataclass(frozen=True)
+class InjectResult:
+    output: Path
+    curve: list[dict[str, Any]]
+    reliability: float | None
+    base_reliability: float | None
+    tokens_per_second: float
+    seconds: float
+    peak_memory_mb: float
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"  # the dtype the products ran in: bf16 or fp32

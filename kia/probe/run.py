@@ -1,0 +1,135 @@
+"""`kia probe`, the stage: stream the facts, probe them shard by shard, write the probe folder.
+
+Output folder: facts.parquet, summary.json, exemplars.json, [generations.parquet], manifest.json.
+Work is written in shards as it goes, so a killed run resumes where it stopped. The SliCK labels
+themselves come from `kia.probe.slick`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kia.artifacts import (
+    FolderLock,
+    peak_memory_mb,
+    prepare_output,
+    read_json,
+    sha256_file,
+    write_json,
+    write_manifest,
+)
+from kia.engines import Engine, load_engine
+from kia.errors import ArtifactError
+from kia.facts import FactStream
+from kia.probe.config import ProbeConfig, ProbeResult
+from kia.probe.prompts import make_exemplar_sets
+from kia.probe.shards import (
+    FactKey,
+    chunks,
+    join_shards,
+    model_identity,
+    resolve_exemplars,
+    shard_schemas,
+    summarize,
+    write_shard,
+)
+from kia.probe.slick import probe_facts
+
+
+def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = None) -> ProbeResult:
+    """Run the probe described by `config`, resuming a killed run in the same folder."""
+    import polars as pl
+
+    start = time.time()
+    # Three streamed passes, so memory does not grow with the number of facts: validate and index,
+    # fetch the chosen exemplars, then probe shard by shard.
+    stream = FactStream(
+        config.facts, skip_invalid=config.skip_invalid, rejects_path=Path(config.output) / "rejects.jsonl"
+    )
+    keys = [FactKey(f.id, f.relation) for f in stream]
+    n_facts = min(len(keys), config.limit or len(keys))
+    if config.exemplars:
+        pool = FactStream(config.exemplars)
+        sets = resolve_exemplars(
+            make_exemplar_sets([FactKey(f.id, f.relation) for f in pool], config.n_sets, config.shots, config.seed),
+            pool,
+        )
+    else:
+        sets = resolve_exemplars(make_exemplar_sets(keys, config.n_sets, config.shots, config.seed), stream)
+    del keys
+    out = prepare_output(config.output, overwrite=config.overwrite)
+    shard_dir = out / "shards"
+    with FolderLock(out):
+        identity = {"config": config.identity(), "facts_sha256": stream.sha256}
+        state_path = out / "run.json"
+        if state_path.exists() and not config.overwrite:
+            if read_json(state_path) != json.loads(json.dumps(identity)):
+                raise ArtifactError(
+                    f"{out}: holds an unfinished probe with other settings or facts; "
+                    "pass --overwrite to start again, or choose another -o"
+                )
+        elif shard_dir.exists():
+            for stale in shard_dir.glob("*.parquet"):
+                stale.unlink()
+        write_json(state_path, identity)
+        write_json(out / "exemplars.json", sets.to_json())
+        n_chunks = -(-n_facts // config.shard_size)
+        done = 0
+        resumed = 0
+        engine: Engine | None = None
+        for i, chunk in enumerate(chunks(stream, config.shard_size, n_facts)):
+            path = shard_dir / f"facts-{i:05d}.parquet"
+            if path.exists():
+                resumed += 1
+            else:
+                engine = engine or load_engine(config.engine_config())
+                gens: list[dict[str, Any]] | None = [] if config.keep_generations else None
+                rows = probe_facts(engine, chunk, sets, config, generations=gens)
+                if gens is not None:
+                    write_shard(shard_dir / f"generations-{i:05d}.parquet", gens, shard_schemas()[1])
+                write_shard(path, rows, shard_schemas()[0])
+            done += len(chunk)
+            if progress:
+                progress(done, n_facts)
+        if engine is not None:
+            engine.close()
+        join_shards(out / "facts.parquet", [shard_dir / f"facts-{i:05d}.parquet" for i in range(n_chunks)])
+        if config.keep_generations:
+            gen_paths = [shard_dir / f"generations-{i:05d}.parquet" for i in range(n_chunks)]
+            join_shards(out / "generations.parquet", [p for p in gen_paths if p.exists()])
+        summary = summarize(pl.scan_parquet(out / "facts.parquet"))
+        write_json(out / "summary.json", summary)
+        seconds = round(time.time() - start, 2)
+        write_manifest(
+            out,
+            stage="probe",
+            config=config,
+            inputs={"facts": {"path": str(config.facts), "sha256": stream.sha256}}
+            | (
+                {"exemplars": {"path": config.exemplars, "sha256": sha256_file(config.exemplars)}}
+                if config.exemplars
+                else {}
+            ),
+            model=model_identity(config.model),
+            seed=config.seed,
+            counts=summary["counts"],
+            n_facts=n_facts,
+            n_rejected=stream.n_rejected,
+            wall_seconds=seconds,
+            peak_memory_mb=peak_memory_mb(),
+        )
+    return ProbeResult(
+        output=out,
+        counts=summary["counts"],
+        slick_counts=summary["slick_counts"],
+        n_facts=n_facts,
+        n_generations=summary["n_generations"],
+        refusal_rate=summary["refusal_rate"],
+        seconds=seconds,
+        resumed_shards=resumed,
+        warnings=stream.warnings,
+    )
