@@ -151,33 +151,24 @@ def judge(policy: Policy, audit: Mapping[str, Any]) -> tuple[str, list[str], lis
             else "its greedy answers equal the base model's on every injected fact"
         )
         add("fail_on_noop", not noop, f"the adapter is a no-op: {why}" if noop else "the adapter changes the model")
+
+    def limit(rule: str, value: float, bound: float, what: str, *, at_least: bool, fmt: str = ".3f") -> None:
+        ok = value >= bound if at_least else value <= bound
+        sign = (">=" if ok else "<") if at_least else ("<=" if ok else ">")
+        add(rule, ok, f"{what} {sign} {rule} {bound:{fmt}}")
+
     rel = metrics.get("reliability", {})
     if rel.get("adapted") is not None:
-        ok = rel["adapted"] >= policy.min_reliability
-        add(
-            "min_reliability",
-            ok,
-            f"reliability {_f(rel['adapted'])} (base {_f(rel.get('base'))}, {rel.get('n')} "
-            f"injected facts) {'>=' if ok else '<'} min_reliability {policy.min_reliability:.3f}",
-        )
+        what = f"reliability {_f(rel['adapted'])} (base {_f(rel.get('base'))}, {rel.get('n')} injected facts)"
+        limit("min_reliability", rel["adapted"], policy.min_reliability, what, at_least=True)
     gen = metrics.get("generalisation", {})
     if policy.min_generalisation > 0 and gen.get("adapted") is not None:
-        ok = gen["adapted"] >= policy.min_generalisation
-        add(
-            "min_generalisation",
-            ok,
-            f"generalisation {_f(gen['adapted'])} ({gen.get('n')} paraphrases) "
-            f"{'>=' if ok else '<'} min_generalisation {policy.min_generalisation:.3f}",
-        )
+        what = f"generalisation {_f(gen['adapted'])} ({gen.get('n')} paraphrases)"
+        limit("min_generalisation", gen["adapted"], policy.min_generalisation, what, at_least=True)
     neg = metrics.get("negative_shift", {})
     if neg.get("adapted") is not None:
-        ok = neg["adapted"] <= policy.max_negative_shift
-        add(
-            "max_negative_shift",
-            ok,
-            f"negative shift {_f(neg['adapted'])} (of {neg.get('n')} HighlyKnown/"
-            f"MaybeKnown held-out facts) {'<=' if ok else '>'} max_negative_shift {policy.max_negative_shift:.3f}",
-        )
+        what = f"negative shift {_f(neg['adapted'])} (of {neg.get('n')} HighlyKnown/MaybeKnown held-out facts)"
+        limit("max_negative_shift", neg["adapted"], policy.max_negative_shift, what, at_least=False)
     ref = metrics.get("refusal_rate", {})
     if ref.get("delta") is not None:
         ok = abs(ref["delta"]) <= policy.max_refusal_change
@@ -190,17 +181,12 @@ def judge(policy: Policy, audit: Mapping[str, Any]) -> tuple[str, list[str], lis
     exp = metrics.get("exploded_answers", {})
     if exp.get("adapted") is not None:
         n_exp = int(exp["adapted"])
-        ok = n_exp <= policy.max_exploded_answers
         shown = ", ".join(
             f"'{e['answer']}' {e['base']} -> {e['adapted']} questions"
             for e in audit.get("collapse", {}).get("exploded", [])[:3]
         )
-        add(
-            "max_exploded_answers",
-            ok,
-            f"{n_exp} exploded answers{f' ({shown})' if shown else ''} "
-            f"{'<=' if ok else '>'} max_exploded_answers {policy.max_exploded_answers}",
-        )
+        what = f"{n_exp} exploded answers{f' ({shown})' if shown else ''}"
+        limit("max_exploded_answers", n_exp, policy.max_exploded_answers, what, at_least=False, fmt="d")
     for task, b in sorted(audit.get("benchmarks", {}).items()):
         drop = b["base"] - b["adapted"]
         significant = b.get("ci_high") is not None and b["ci_high"] < 0
