@@ -3,7 +3,7 @@
 Each entry compares the base arm (adapter off) with the adapted arm on the very same items:
 `base`, `adapted`, `delta` = adapted − base, a 95 % interval (`ci_low`, `ci_high`; of the delta
 when both arms exist, else of the adapted value: `ci_of` says which), a paired `p_value` where two
-arms are compared, `n` items, `higher_is_better` and a one-line `description`.
+arms are compared, its `q_value` (Benjamini-Hochberg over every p-value of the audit), `n` items, `higher_is_better` and a one-line `description`.
 Shift, collapse and refusals live in `kia.audit.shift`, `kia.audit.collapse` and `kia.audit.refusals`;
 `kia.audit.assemble` puts the sections of audit.json together.
 """
@@ -39,6 +39,7 @@ def entry(
         "ci_high": ci[1] if ci else None,
         "ci_of": ci_of if ci else None,
         "p_value": p_value,
+        "q_value": None,  # filled by assemble once every p-value of the audit is known
         "n": n,
         "higher_is_better": higher_is_better,
         "description": description,
@@ -72,7 +73,9 @@ def share_paired(
     """
     if not adapted:
         return _no_items(higher_is_better, description)
-    boot = paired_bootstrap([float(x) for x in base], [float(x) for x in adapted], n_boot=n_boot, seed=seed)
+    boot = paired_bootstrap(
+        [float(x) for x in base], [float(x) for x in adapted], n_boot=n_boot, seed=seed, with_p=False
+    )
     _, _, p = mcnemar_paired(base, adapted)
     return _paired(base, adapted, higher_is_better, description, (boot.low, boot.high), p)
 
