@@ -520,3 +520,18 @@ def test_unreachable_and_unknown_benchmarks_say_what_to_do(monkeypatch):
     assert "huggingface-cli download --repo-type dataset cais/mmlu" in msg and "--benchmarks" in msg
     with pytest.raises(ConfigError, match="unknown benchmark 'truthfulqa_mc3'.*did you mean: truthfulqa_mc"):
         check_available(BenchmarkPlan([BenchmarkSpec("truthfulqa_mc3")]), Manager())
+
+
+def test_every_p_value_gets_its_false_discovery_rate_q_value():
+    report, _ = assemble()
+    entries = report["metrics"].values()
+    tested = [m for m in entries if m["p_value"] is not None]
+    assert len(tested) >= 5
+    for m in entries:
+        if m["p_value"] is None:
+            assert m["q_value"] is None
+        else:
+            assert m["p_value"] <= m["q_value"] <= 1.0
+    # Benjamini-Hochberg keeps the order of the p-values
+    ranked = sorted(tested, key=lambda m: m["p_value"])
+    assert [m["q_value"] for m in ranked] == sorted(m["q_value"] for m in ranked)

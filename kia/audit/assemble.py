@@ -13,7 +13,7 @@ from kia.audit import shift as sh
 from kia.audit.metrics import Arms, entry, full_share, mean_p_greedy, share_paired, share_single
 from kia.audit.policy import Policy
 from kia.audit.refusals import RefusalDetector, refusal_summary
-from kia.audit.stats import cluster_bootstrap
+from kia.audit.stats import cluster_bootstrap, fdr
 from kia.facts import normalize
 
 
@@ -142,6 +142,11 @@ def assemble(
             description=f"lm-eval {task} accuracy; interval: combined "
             "(± 1.96·sqrt(se_base² + se_adapted²)); p: paired per document (McNemar)",
         )
+
+    # An audit runs a dozen or more paired tests: at p < 0.05 one metric in twenty that did not move
+    # would look significant, so each p-value also gets its false-discovery-rate adjusted q-value.
+    for m, q in zip(metrics.values(), fdr([m["p_value"] for m in metrics.values()]), strict=True):
+        m["q_value"] = q
 
     # Reasons per shifted fact, and the per-fact rows
     exploded_keys = {str(e["key"]) for e in exploded}
