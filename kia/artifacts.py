@@ -6,6 +6,7 @@ exists, and that file is always the last one written, so a run killed half-way n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import errno
@@ -207,7 +208,12 @@ def read_manifest(folder: str | os.PathLike[str], stage: str | None = None) -> d
 
 
 class FolderLock:
-    """An exclusive lock on a stage folder (flock, so a killed process releases it at once)."""
+    """An exclusive lock on a stage folder (flock, so a killed process releases it at once).
+
+    The lock file is removed on exit while the lock is still held, and a lock taken on a file that
+    is no longer at the path is dropped and taken again: otherwise a process that opened the file
+    just before its holder removed it would lock the removed file while a third process created
+    and locked a new one, and both would write the folder."""
 
     def __init__(self, folder: str | os.PathLike[str]):
         self.path = Path(folder) / LOCK
@@ -216,27 +222,35 @@ class FolderLock:
     def __enter__(self) -> FolderLock:
         import fcntl
 
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a+")
-        except OSError as exc:
-            raise _os_error(self.path, exc) from exc
-        try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self._fh.close()
-            raise ArtifactError(
-                f"{self.path.parent}: another kia process is writing into this folder; "
-                "wait for it to finish or choose another -o"
-            ) from exc
-        return self
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(self.path, "a+")
+            except OSError as exc:
+                raise _os_error(self.path, exc) from exc
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                fh.close()
+                raise ArtifactError(
+                    f"{self.path.parent}: is in use: another kia process is writing into this folder; "
+                    "wait for it to finish or choose another -o"
+                ) from exc
+            try:
+                mine = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                mine = False
+            if mine:
+                self._fh = fh
+                return self
+            fh.close()  # its holder removed it as we opened it: lock the file now at the path
 
     def __exit__(self, *exc: object) -> None:
         import fcntl
 
+        self.path.unlink(missing_ok=True)
         fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
         self._fh.close()
-        self.path.unlink(missing_ok=True)
 
 
 def prepare_output(folder: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -251,3 +265,36 @@ def prepare_output(folder: str | os.PathLike[str], *, overwrite: bool) -> Path:
     except OSError as exc:
         raise _os_error(folder, exc) from exc
     return folder
+
+
+TMP = ".kia-tmp"  # a run's own scratch folder (e.g. the audit's lm-eval task wrappers)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Temporary files a killed run left in its folder: `atomic_path` temps and the scratch folder."""
+    import shutil
+
+    shutil.rmtree(folder / TMP, ignore_errors=True)
+    for stale in folder.rglob(".*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def claim_output(folder: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
+    """Lock a stage's output folder, then check it (`prepare_output`) and clear a killed run's
+    temporary files; yields the folder. The lock comes first, so a second command into a folder in
+    use changes nothing in it, not even a finished run's manifest. A folder this call created is
+    removed again if the stage fails before writing anything into it."""
+    folder = Path(folder)
+    created = not folder.exists()
+    try:
+        with FolderLock(folder):
+            prepare_output(folder, overwrite=overwrite)
+            remove_leftovers(folder)
+            yield folder
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from kia.artifacts import (
-    FolderLock,
+    claim_output,
     peak_memory_mb,
-    prepare_output,
     read_jsonl,
     sha256_file,
     to_json,
@@ -72,8 +71,7 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
             say(f"checking benchmarks: {', '.join(s.name for s in plan.specs)}")
             manager = task_manager(plan)
             check_available(plan, manager)
-        out = prepare_output(config.output, overwrite=config.overwrite)
-        with FolderLock(out):
+        with claim_output(config.output, overwrite=config.overwrite) as out:
             own = engine is None
             engine_config = EngineConfig(
                 inputs.model,

@@ -125,7 +125,7 @@ def build(config: BuildConfig) -> BuildResult:
 
     Raises ConfigError when the recipe asks for more facts than the probe has (naming how many
     there are), ArtifactError when the probe folder is unfinished or the output folder is taken."""
-    from kia.artifacts import FolderLock, peak_memory_mb, prepare_output, sha256_file, write_manifest
+    from kia.artifacts import claim_output, peak_memory_mb, sha256_file, write_manifest
     from kia.facts import normalize
 
     start = time.time()
@@ -143,8 +143,7 @@ def build(config: BuildConfig) -> BuildResult:
     model_id = (probe_manifest.get("model") or {}).get("id")
     if config.paraphraser == "model" and not (config.paraphrase_model or model_id):
         raise ConfigError(f"--paraphraser model needs --paraphrase-model: {probe_dir}/manifest.json names no model")
-    out = prepare_output(config.output, overwrite=config.overwrite)  # fail before minutes of embedding
-    with FolderLock(out):
+    with claim_output(config.output, overwrite=config.overwrite) as out:  # fail before minutes of embedding
         # The Unknown picks use random.Random(seed) itself; the other categories their own streams.
         injected = sorted(pick(by_cat["Unknown"], n, random.Random(config.seed), strat), key=lambda f: f.id)
         known = pick(by_cat["HighlyKnown"], config.highly_known * n, random.Random(f"{config.seed}:hk"), strat)

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kia.artifacts import (
-    FolderLock,
-    prepare_output,
+    claim_output,
     read_jsonl,
     read_manifest,
     sha256_file,
@@ -104,10 +103,9 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             raise ConfigError(
                 f"{out}: --resume must use the interrupted run's settings; these differ: {', '.join(changed)}"
             )
-    if main:
-        out = prepare_output(out, overwrite=config.overwrite or config.resume)
-    lock = FolderLock(out) if main else contextlib.nullcontext()
-    with lock:
+    # only the main process writes the folder; the others read what it wrote
+    claim = claim_output(out, overwrite=config.overwrite or config.resume) if main else contextlib.nullcontext(out)
+    with claim:
         if main and resume_from is not None:
             for partial in checkpoints(out / "checkpoints")[1]:  # killed while saving: start that epoch again
                 shutil.rmtree(partial, ignore_errors=True)

@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from kia.artifacts import (
-    FolderLock,
+    claim_output,
     peak_memory_mb,
-    prepare_output,
     read_json,
-    sha256_file,
     write_json,
     write_manifest,
 )
@@ -45,25 +42,29 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
     import polars as pl
 
     start = time.time()
-    # Three streamed passes, so memory does not grow with the number of facts: validate and index,
-    # fetch the chosen exemplars, then probe shard by shard.
-    stream = FactStream(
-        config.facts, skip_invalid=config.skip_invalid, rejects_path=Path(config.output) / "rejects.jsonl"
-    )
-    keys = [FactKey(f.id, f.relation) for f in stream]
-    n_facts = min(len(keys), config.limit or len(keys))
-    if config.exemplars:
-        pool = FactStream(config.exemplars)
-        sets = resolve_exemplars(
-            make_exemplar_sets([FactKey(f.id, f.relation) for f in pool], config.n_sets, config.shots, config.seed),
-            pool,
-        )
-    else:
-        sets = resolve_exemplars(make_exemplar_sets(keys, config.n_sets, config.shots, config.seed), stream)
-    del keys
-    out = prepare_output(config.output, overwrite=config.overwrite)
-    shard_dir = out / "shards"
-    with FolderLock(out):
+    # The folder is locked before the facts are read: the first pass writes rejects.jsonl, and a
+    # second probe into a folder in use must change nothing there.
+    with claim_output(config.output, overwrite=config.overwrite) as out:
+        # Three streamed passes, so memory does not grow with the number of facts: validate and
+        # index (the one pass that decides, and writes, the rejects), fetch the chosen exemplars,
+        # then probe shard by shard.
+        if not config.skip_invalid:
+            (out / "rejects.jsonl").unlink(missing_ok=True)  # an earlier run's: every row must be valid now
+        stream = FactStream(config.facts, skip_invalid=config.skip_invalid, rejects_path=out / "rejects.jsonl")
+        keys = [FactKey(f.id, f.relation) for f in stream]
+        n_facts = min(len(keys), config.limit or len(keys))
+        inputs = {"facts": {"path": str(config.facts), "sha256": stream.sha256}}
+        if config.exemplars:
+            pool = FactStream(config.exemplars)
+            sets = resolve_exemplars(
+                make_exemplar_sets([FactKey(f.id, f.relation) for f in pool], config.n_sets, config.shots, config.seed),
+                pool,
+            )
+            inputs["exemplars"] = {"path": str(config.exemplars), "sha256": pool.sha256}  # a file or a folder
+        else:
+            sets = resolve_exemplars(make_exemplar_sets(keys, config.n_sets, config.shots, config.seed), stream)
+        del keys
+        shard_dir = out / "shards"
         identity = {"config": config.identity(), "facts_sha256": stream.sha256}
         state_path = out / "run.json"
         if state_path.exists() and not config.overwrite:
@@ -108,16 +109,13 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
             out,
             stage="probe",
             config=config,
-            inputs={"facts": {"path": str(config.facts), "sha256": stream.sha256}}
-            | (
-                {"exemplars": {"path": config.exemplars, "sha256": sha256_file(config.exemplars)}}
-                if config.exemplars
-                else {}
-            ),
+            inputs=inputs,
             model=model_identity(config.model),
             seed=config.seed,
             counts=summary["counts"],
             n_facts=n_facts,
+            n_rows=stream.n_rows,  # read = accepted (n_valid) + rejected; n_facts of them probed (--limit)
+            n_valid=stream.n_facts,
             n_rejected=stream.n_rejected,
             wall_seconds=seconds,
             peak_memory_mb=peak_memory_mb(),
