@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzing import examples
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kia.artifacts import MANIFEST, read_jsonl, write_json, write_manifest
@@ -24,12 +25,7 @@ from kia.errors import AdapterError, ArtifactError, KiaError
 from kia.facts import load_facts
 from kia.probe import load_exemplar_sets
 
-EXAMPLES = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+EXAMPLES = examples(150)  # derandomized in CI; KIA_FUZZ_EXAMPLES for a long run (tests/fuzzing.py)
 
 # ------------------------------------------------------------------------------------- strategies
 

@@ -283,8 +283,16 @@ MAX_WARNINGS = 200  # kept per pass; a million-row file with a leaked answer in 
 
 class FactStream:
     """Validated facts read lazily, for sources too large to hold: each iteration re-reads the source,
-    so memory stays flat whatever its size. After a complete pass, `n_rows`, `n_rejected`, `warnings`
-    and `sha256` describe the source, and rejected rows are in `rejects_path` (see `load_facts`)."""
+    so memory stays flat whatever its size.
+
+    The first complete pass validates everything, duplicate ids included, and decides once which
+    rows are rejected; it writes `rejects_path` (when given) and nothing else ever does. Later passes
+    take their verdicts from it: a rejected row is skipped, every other row is yielded, and a row
+    that no longer validates, or a source whose hash or row count moved, is an error (the file
+    changed while kia read it). So in every pass, accepted + rejected = the rows read, and an id
+    check that only the first pass can afford (it holds every id) still holds for all of them.
+    After that pass, `n_rows`, `n_facts`, `n_rejected`, `rejects`, `warnings` and `sha256`
+    describe the source (see `load_facts`)."""
 
     def __init__(
         self,
@@ -297,20 +305,33 @@ class FactStream:
         self.path, self.skip_invalid, self.rejects_path, self.fmt = str(path), skip_invalid, rejects_path, fmt
         self.n_rows = self.n_facts = self.n_rejected = 0
         self.warnings: list[str] = []
+        self.rejects: list[dict[str, Any]] = []
         self.sha256 = ""
+        self._rejected: frozenset[int] | None = None  # row numbers, once a complete pass has decided
+
+    @property
+    def validated(self) -> bool:
+        """Whether a complete pass has decided every row's fate."""
+        return self._rejected is not None
+
+    def _changed(self, what: str) -> FactsError:
+        return FactsError(f"changed while kia was reading it ({what}); rerun once the file is final", path=self.path)
 
     def __iter__(self) -> Iterator[Fact]:
         spec = self.path
         source = open_source(spec, self.fmt)
+        decided = self._rejected
         rejects: list[dict[str, Any]] = []
         warnings: list[str] = []
         n_warnings = 0
-        # ids only, a few dozen bytes per fact, and only on the first pass: later passes re-read
-        # rows already checked, and a long probe should not hold every id while it works
-        first_seen: dict[str, int] | None = {} if not self.sha256 else None
+        # ids only, a few dozen bytes per fact, and only until a pass has decided: later passes
+        # skip the rows it rejected, and a long probe should not hold every id while it works
+        first_seen: dict[str, int] | None = {} if decided is None else None
         n_rows = n_facts = 0
         for number, row, error, raw in source.rows:
             n_rows += 1
+            if decided is not None and number in decided:
+                continue
             try:
                 if error is not None:
                     raise error
@@ -320,6 +341,8 @@ class FactStream:
                         f"duplicate id '{fact.id}' (first seen at {source.unit} {first_seen[fact.id]})", "id"
                     )
             except RowError as exc:
+                if decided is not None:
+                    raise self._changed(f"{source.unit} {number} was valid before: {exc}") from None
                 if not self.skip_invalid:
                     raise _located(exc, spec, number, source.unit) from None
                 rejects.append({"line": number, "field": exc.field, "reason": str(exc), "raw": _plain(raw)})
@@ -327,22 +350,31 @@ class FactStream:
             if first_seen is not None:
                 first_seen[fact.id] = number
             n_facts += 1
-            if notes:
+            if notes and decided is None:
                 where = f"{spec}:{number}" if source.unit == "line" else f"{spec}: row {number}"
                 n_warnings += len(notes)
                 warnings += [f"{where}: {note}" for note in notes][: max(0, MAX_WARNINGS - len(warnings))]
             yield fact
+        if decided is not None:
+            if n_rows != self.n_rows or n_facts != self.n_facts:
+                raise self._changed(f"{n_rows} rows now, {self.n_rows} before")
+            if source.sha256() != self.sha256:
+                raise self._changed("its content hash moved")
+            if n_facts:
+                return
         if n_rows == 0:
             raise FactsError("holds no facts (no rows)", path=spec)
-        if self.skip_invalid and self.rejects_path is not None:
-            write_jsonl(self.rejects_path, rejects)
+        if n_warnings > len(warnings):
+            warnings.append(f"{spec}: … and {n_warnings - len(warnings)} more warnings")
+        if decided is None:
+            self.n_rows, self.n_facts, self.n_rejected, self.warnings = n_rows, n_facts, len(rejects), warnings
+            self.rejects, self.sha256 = rejects, source.sha256()
+            self._rejected = frozenset(r["line"] for r in rejects)
+            if self.skip_invalid and self.rejects_path is not None:
+                write_jsonl(self.rejects_path, rejects)
         if not n_facts:
             where = f"; reasons in {self.rejects_path}" if self.rejects_path is not None else ""
             raise FactsError(f"no valid facts: all {n_rows} rows were rejected{where}", path=spec)
-        if n_warnings > len(warnings):
-            warnings.append(f"{spec}: … and {n_warnings - len(warnings)} more warnings")
-        self.n_rows, self.n_facts, self.n_rejected, self.warnings = n_rows, n_facts, len(rejects), warnings
-        self.sha256 = source.sha256()
 
 
 def load_facts(
