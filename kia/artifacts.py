@@ -179,32 +179,95 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_manifest(folder: str | os.PathLike[str], *, stage: str, config: Any, **fields: Any) -> Path:
-    """Write `manifest.json` last: the stage, its config, versions and whatever else it reports."""
+# The layout of stage folders. Raise it when a change means an older kia would misread a folder
+# (or this one an older folder); manifests without it predate it and share format 1's layout.
+FORMAT = 1
+MIN_FORMAT = 1
+
+
+def write_manifest(
+    folder: str | os.PathLike[str], *, stage: str, config: Any, files: Iterable[str] = (), **fields: Any
+) -> Path:
+    """Write `manifest.json` last: the stage, its config, versions, the sha256 of each of `files`
+    (names in the folder; those missing are left out) and whatever else the stage reports.
+
+    `read_manifest` checks those hashes, so a file changed after the run is caught by the next
+    stage instead of being trusted."""
+    folder = Path(folder)
+    hashes = {name: sha256_file(folder / name) for name in files if (folder / name).is_file()}
     manifest = {
         "stage": stage,
+        "format": FORMAT,
         "kia_version": versions().get("kia", "0"),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": config,
         "versions": versions(),
         "argv": sys.argv,
+        "files": hashes,
         **fields,
     }
-    return write_json(Path(folder) / MANIFEST, manifest)
+    return write_json(folder / MANIFEST, manifest)
 
 
-def read_manifest(folder: str | os.PathLike[str], stage: str | None = None) -> dict[str, Any]:
-    """Read a finished stage folder's manifest, or explain why the folder is not usable."""
+def _rerun(stage: Any) -> str:
+    return f"rerun `kia {stage}`" if isinstance(stage, str) and stage else "rerun the stage that wrote it"
+
+
+def read_manifest(folder: str | os.PathLike[str], stage: str | None = None, *, verify: bool = True) -> dict[str, Any]:
+    """Read a finished stage folder's manifest, or explain why the folder is not usable: unfinished,
+    a manifest that is not kia's JSON, another stage's folder, a folder format of a newer or older
+    kia, or (with `verify`) a file whose content no longer matches the hash the manifest recorded."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: no such folder")
     path = folder / MANIFEST
     if not path.exists():
         raise ArtifactError(f"{folder}: no {MANIFEST}, so the run that wrote it did not finish (rerun it to resume)")
-    manifest = read_json(path)
-    if stage is not None and manifest.get("stage") != stage:
-        raise ArtifactError(f"{folder}: is a '{manifest.get('stage')}' folder, expected the output of 'kia {stage}'")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(
+            f"{path}: not valid JSON ({exc}); kia writes it whole, so it was edited or damaged: "
+            f"{_rerun(stage)} into this folder with --overwrite"
+        ) from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stage"), str):
+        raise ArtifactError(
+            f"{path}: not a kia manifest (no 'stage'); {_rerun(stage)} into this folder with --overwrite"
+        )
+    found = manifest["stage"]
+    if stage is not None and found != stage:
+        raise ArtifactError(f"{folder}: is a '{found}' folder, expected the output of 'kia {stage}'")
+    fmt = manifest.get("format", 1)
+    by = f"kia {manifest.get('kia_version', '?')}, folder format {fmt!r}"
+    here = f"this is kia {versions().get('kia', '?')}, folder format {FORMAT}"
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt > FORMAT:
+        raise ArtifactError(
+            f"{path}: written by a newer kia ({by}; {here}): upgrade kia (pip install -U kia), "
+            f"or {_rerun(found)} with this one into another folder"
+        )
+    if fmt < MIN_FORMAT:
+        raise ArtifactError(f"{path}: written by an older kia ({by}; {here}): {_rerun(found)} with this one")
+    if verify:
+        verify_files(folder, manifest)
     return manifest
+
+
+def verify_files(folder: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+    """Raise ArtifactError unless every file the manifest hashed is there with the same content."""
+    folder = Path(folder)
+    files = manifest.get("files") or {}
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{folder / MANIFEST}: 'files' is not a mapping of names to hashes")
+    for name, recorded in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing, though {MANIFEST} lists it; {_rerun(manifest.get('stage'))}")
+        now = sha256_file(path)
+        if now != recorded:
+            raise ArtifactError(
+                f"{path}: changed after {MANIFEST} was written (sha256 {str(recorded)[:12]}… recorded, "
+                f"{now[:12]}… now); restore the file or {_rerun(manifest.get('stage'))}"
+            )
 
 
 class FolderLock:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kia.artifacts import read_json, read_jsonl
+from kia.artifacts import read_json, read_jsonl, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = Path(os.environ.get("KIA_TEST_TOYWORLD", ROOT / "datasets" / "toyworld"))
@@ -189,8 +189,6 @@ def test_outputs_and_manifest_last(audited, adapter_dir):
 
 def test_untrained_adapter_is_a_noop_and_fails(adapter_dir, tmp_path):
     """A freshly initialised LoRA adapter (B = 0) changes nothing: the default policy fails it."""
-    import shutil
-
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -199,7 +197,9 @@ def test_untrained_adapter_is_a_noop_and_fails(adapter_dir, tmp_path):
     noop = tmp_path / "noop"
     model = AutoModelForCausalLM.from_pretrained(str(TOY / "model"))
     get_peft_model(model, LoraConfig(r=2, target_modules=["up_proj"])).save_pretrained(noop)
-    shutil.copy(adapter_dir / "manifest.json", noop / "manifest.json")
+    manifest = read_json(adapter_dir / "manifest.json")
+    manifest.pop("files")  # the trained adapter's hashes: this folder holds other weights
+    write_json(noop / "manifest.json", manifest)
     result = audit(
         AuditConfig(adapter=str(noop), output=str(tmp_path / "audit"), benchmarks=("none",), n_boot=200, report=False)
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -20,7 +21,7 @@ from unittest import mock
 import polars as pl
 import pytest
 from fuzzing import examples
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from kia.artifacts import read_json, read_jsonl
@@ -124,6 +125,7 @@ def test_every_pass_accepts_and_rejects_the_same_rows(fmt, data):
                     if stop is not None and len(got) == stop:
                         break
             except FactsError as exc:  # no valid row at all: every row is a reject, every pass says so
+                event("no valid row")
                 assert "no valid facts" in str(exc) and path.name in str(exc), str(exc)
                 assert_partition([], read_jsonl(rejects_path), where, len(items))
                 continue
@@ -168,11 +170,13 @@ def test_the_probe_writes_every_row_to_exactly_one_of_facts_and_rejects(fmt, dat
         try:
             _probe(folder, path, shard_size)
         except FactsError as exc:
+            event("no valid row")
             assert "no valid facts" in str(exc), str(exc)
             assert_partition([], read_jsonl(folder / "out" / "rejects.jsonl"), where, len(items))
             return
         out = folder / "out"
         table = pl.read_parquet(out / "facts.parquet")
+        event(f"probed, with {'no' if table.height == len(items) else 'some'} rows rejected")
         assert table["id"].n_unique() == table.height
         rejects = read_jsonl(out / "rejects.jsonl")
         assert_partition([json.loads(e)["tag"] for e in table["extra"]], rejects, where, len(items))
@@ -208,3 +212,100 @@ def test_a_file_that_changes_between_passes_is_an_error(tmp_path):
     path.write_text(path.read_text() + json.dumps({"id": "b", "question": "R?", "answers": ["y"]}) + "\n")
     with pytest.raises(KiaError, match=r"facts\.jsonl: changed while kia was reading it"):
         list(stream)
+
+
+# ------------------------------------------------------------------------------------- the build
+
+CATS = ("Unknown", "MaybeKnown", "HighlyKnown")
+probe_row = st.fixed_dictionaries(
+    {
+        "category": st.sampled_from(CATS),
+        "relation": st.sampled_from(["r1", "r2", None]),
+        "question_no": st.integers(0, 30),  # equal numbers: equal questions, which training must keep apart
+        "fault": st.sampled_from([None] * 12 + ["duplicate id", "no id", "no question", "no answer", "category"]),
+    }
+)
+
+
+def _probe_folder(folder: Path, drawn: list[dict]) -> tuple[list[dict], bool]:
+    """A finished probe folder of the drawn rows; returns its rows and whether any row is faulty."""
+    from kia.artifacts import write_json, write_manifest
+
+    rows = []
+    for i, d in enumerate(drawn):
+        fault = d["fault"]
+        rows.append({
+            "id": (rows[0]["id"] if fault == "duplicate id" and rows else None if fault == "no id" else f"f{i}"),
+            "question": None if fault == "no question" else f"Question number {d['question_no']}?",
+            "answers": [] if fault == "no answer" else [f"A{i}"],
+            "relation": d["relation"], "paraphrases": [], "extra": "{}",
+            "category": "Known" if fault == "category" else d["category"],
+            "slick_category": d["category"], "p_greedy": {"Unknown": 0.0, "MaybeKnown": 0.5}.get(d["category"], 1.0),
+        })  # fmt: skip
+    folder.mkdir()
+    schema = {"id": pl.Utf8, "question": pl.Utf8, "answers": pl.List(pl.Utf8), "relation": pl.Utf8,
+              "paraphrases": pl.List(pl.Utf8), "extra": pl.Utf8, "category": pl.Utf8, "slick_category": pl.Utf8,
+              "p_greedy": pl.Float64}  # fmt: skip
+    pl.DataFrame(rows, schema=schema).write_parquet(folder / "facts.parquet")
+    write_json(folder / "exemplars.json", {"sets": {}, "spares": {}})
+    write_manifest(folder, stage="probe", config={"seed": 0}, model={"id": "toy"}, files=["facts.parquet"])
+    faulty = any(d["fault"] for d in drawn) and not (len(drawn) == 1 and drawn[0]["fault"] == "duplicate id")
+    return rows, faulty
+
+
+@given(
+    drawn=st.lists(probe_row, min_size=1, max_size=25),
+    recipe=st.fixed_dictionaries(
+        {
+            "unknown": st.integers(1, 3),
+            "highly_known": st.integers(0, 2),
+            "maybe_known": st.integers(0, 1),
+            "heldout": st.integers(0, 12),
+            "stratify": st.sampled_from([None, "relation"]),
+        }
+    ),
+)
+@examples(40)
+def test_the_build_puts_every_probe_row_in_exactly_one_role(drawn, recipe, monkeypatch):
+    """Each probe row is injected, trained as a known fact, held out, or left unused: never two of
+    them, never twice. A faulty probe table is an error naming its file, row and field."""
+    from test_build import fake_embed
+
+    from kia.build import BuildConfig, build
+    from kia.errors import ArtifactError, ConfigError
+
+    monkeypatch.setattr("kia.build.paraphrase._embed", fake_embed)
+    with tempfile.TemporaryDirectory() as tmp:
+        probe_dir, out = Path(tmp) / "probe", Path(tmp) / "build"
+        rows, faulty = _probe_folder(probe_dir, drawn)
+        try:
+            build(BuildConfig(probe=str(probe_dir), output=str(out), **recipe))
+        except ArtifactError as exc:
+            event("a faulty probe table, refused")
+            assert faulty, str(exc)
+            assert re.search(r"facts\.parquet: row \d+: .*\(field '\w+'\)", str(exc)), str(exc)
+            assert not out.exists()
+            return
+        except ConfigError as exc:
+            event("a recipe larger than the probe, refused")
+            assert not faulty and "asked for" in str(exc), str(exc)
+            return
+        event("built")
+        assert not faulty
+        split = {name: read_jsonl(out / f"{name}.jsonl") for name in ("train", "eval_injected", "eval_heldout")}
+        roles = {
+            "injected": [r["id"] for r in split["eval_injected"]],
+            "highly_known": [r["fact_id"] for r in split["train"] if r["kind"] == "highly_known"],
+            "maybe_known": [r["fact_id"] for r in split["train"] if r["kind"] == "maybe_known"],
+            "heldout": [r["id"] for r in split["eval_heldout"]],
+        }
+        used = [i for ids in roles.values() for i in ids]
+        assert len(used) == len(set(used)), roles  # no row in two roles, none twice in one
+        category = {r["id"]: r["category"] for r in rows}
+        assert set(used) <= set(category)
+        assert {category[i] for i in roles["injected"]} == {"Unknown"}
+        assert {category[i] for i in roles["highly_known"]} <= {"HighlyKnown"}
+        assert {category[i] for i in roles["maybe_known"]} <= {"MaybeKnown"}
+        assert sorted(r["fact_id"] for r in split["train"] if r["kind"] == "unknown") == sorted(roles["injected"])
+        counts = read_json(out / "manifest.json")["counts"]
+        assert counts == {name: len(read_jsonl(out / f"{name}.jsonl")) for name in counts}

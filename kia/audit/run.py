@@ -161,6 +161,7 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
                 out,
                 stage="audit",
                 config=config,
+                files=["audit.json", "per_fact.jsonl", "report.html"],
                 verdict=verdict,
                 reasons=reasons,
                 inputs={

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kia.build.bias import bias_report
-from kia.build.config import CATEGORIES, KINDS, PROBE_COLUMNS, BuildConfig, BuildResult
+from kia.build.config import CATEGORIES, KINDS, PROBE_COLUMNS, SPLITS, BuildConfig, BuildResult
 from kia.build.paraphrase import FilterConfig, plan_paraphrases
 from kia.errors import ArtifactError, ConfigError, KiaError
 from kia.facts import Fact
@@ -214,6 +214,7 @@ def build(config: BuildConfig) -> BuildResult:
             out,
             stage="build",
             config=config,
+            files=[f"{name}.jsonl" for name in SPLITS] + ["bias.json", "exemplars.json"],
             inputs={"probe": {"path": str(probe_dir), "sha256": sha256_file(probe_dir / "facts.parquet")}},
             probe_manifest=probe_manifest,
             model=model_id,

@@ -217,6 +217,7 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
                 out,
                 stage="inject",
                 config=replace(config, targets=tuple(hp["targets"])),
+                files=["adapter_model.safetensors", "adapter_config.json", "train_log.jsonl"],
                 model=model_id,
                 base_model={"id": model_id, "sha256": sha256_tree(model_id) if Path(model_id).is_dir() else None},
                 base_model_architectures=list(getattr(model.base_model.model.config, "architectures", None) or []),

@@ -109,6 +109,7 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
             out,
             stage="probe",
             config=config,
+            files=["facts.parquet", "summary.json", "exemplars.json", "rejects.jsonl"],
             inputs=inputs,
             model=model_identity(config.model),
             seed=config.seed,

@@ -141,13 +141,51 @@ def summarize(table: Any) -> dict[str, Any]:
 
 
 def read_probe(folder: str | Path) -> Any:
-    """The facts.parquet of a finished probe folder, as a polars DataFrame."""
+    """The facts.parquet of a finished probe folder, as a polars DataFrame, checked row by row: a
+    later stage must not build on a file that is unreadable, edited, or holds a fact twice."""
     import polars as pl
 
     from kia.artifacts import read_manifest
 
     read_manifest(folder, "probe")
-    return pl.read_parquet(Path(folder) / "facts.parquet")
+    path = Path(folder) / "facts.parquet"
+    try:
+        table = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ArtifactError(f"{path}: not a readable parquet file ({first}); rerun `kia probe`") from exc
+    check_probe_rows(table, path)
+    return table
+
+
+def check_probe_rows(table: Any, path: Path) -> None:
+    """ArtifactError naming the row and field of the first row that no probe writes: a missing id,
+    question or answer, an id seen before, a category that is not one of CATEGORIES."""
+    import polars as pl
+
+    def first(mask: Any) -> int | None:
+        hits = mask.fill_null(True).arg_true()
+        return int(hits[0]) if len(hits) else None
+
+    def fail(row: int, field: str, why: str) -> ArtifactError:
+        return ArtifactError(f"{path}: row {row + 1}: {why} (field '{field}'); rerun `kia probe`")
+
+    cols = set(table.columns)
+    for name in ("id", "question", "answers"):
+        if name in cols and (row := first(table[name].is_null())) is not None:
+            raise fail(row, name, "missing")
+    if "id" in cols and (row := first(table["id"].is_duplicated())) is not None:
+        again = first(table["id"].slice(row + 1) == table["id"][row])
+        at = f"row {row + 2 + again}" if again is not None else "a later row"
+        raise fail(row, "id", f"id '{table['id'][row]}' appears again at {at}")
+    if "question" in cols and table.schema["question"] == pl.Utf8:
+        if (row := first(table["question"].str.strip_chars() == "")) is not None:
+            raise fail(row, "question", "is empty")
+    if "answers" in cols and isinstance(table.schema["answers"], pl.List):
+        if (row := first(table["answers"].list.len() == 0)) is not None:
+            raise fail(row, "answers", "no accepted answer")
+    if "category" in cols and (row := first(~table["category"].is_in(list(CATEGORIES)))) is not None:
+        raise fail(row, "category", f"'{table['category'][row]}' is not one of {', '.join(CATEGORIES)}")
 
 
 def load_exemplar_sets(folder: str | Path) -> ExemplarSets:
@@ -172,11 +210,11 @@ def facts_from_probe(table: Any) -> list[Fact]:
                 id=r["id"],
                 question=r["question"],
                 answers=tuple(r["answers"]),
-                subject=r["subject"],
-                relation=r["relation"],
-                object=r["object"],
-                paraphrases=tuple(r["paraphrases"] or ()),
-                domain=r["domain"],
+                subject=r.get("subject"),  # the optional fields of a fact may be absent
+                relation=r.get("relation"),
+                object=r.get("object"),
+                paraphrases=tuple(r.get("paraphrases") or ()),
+                domain=r.get("domain"),
                 extra=json.loads(r["extra"]) if r.get("extra") else {},
             )
         )
