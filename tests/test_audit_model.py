@@ -131,7 +131,10 @@ def test_audit_json_has_every_key(audited):
         assert len(a["collapse"][arm]["top"]) <= 10
     assert set(a["collapse"]) >= {"exploded", "target_share"}
     assert set(a["refusals"]) == {"base", "adapted", "by_category", "method"}
-    assert set(a["sanity"]) == {"loads", "base_model_matches", "noop", "changed_answers", "lora_b_all_zero"}
+    assert set(a["sanity"]) == {
+        "loads", "base_model_matches", "noop", "changed_answers", "lora_b_all_zero", "nonfinite_answers"
+    }  # fmt: skip
+    assert a["sanity"]["nonfinite_answers"] == 0  # the hf engine counts them
     assert set(a["examples"]) == {"shifted", "collapsed"}
     prov = a["provenance"]
     assert {"adapter", "model", "build", "probe", "policy", "base_reused_from_probe", "versions", "seconds"} <= set(

@@ -224,7 +224,10 @@ def test_a_broken_exemplar_file_fails_with_the_file_named(tmp_path, data):
 
 def _adapter(folder: Path, weights: str, base: str = "datasets/toyworld/model") -> Path:
     folder.mkdir()
-    write_json(folder / "adapter_config.json", {"peft_type": "LORA", "r": 2, "base_model_name_or_path": base})
+    write_json(
+        folder / "adapter_config.json",
+        {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["up_proj"], "base_model_name_or_path": base},
+    )
     (folder / weights).write_bytes(b"\x80\x04not really a pickle")
     return folder
 

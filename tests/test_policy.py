@@ -258,7 +258,15 @@ def make_world(root: Path, *, probe_answers: str | None = "right", lora_b: float
     write_manifest(build, stage="build", config={}, model="scripted", inputs={"probe": {"path": str(probe)}})
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(
-        json.dumps({"base_model_name_or_path": "scripted", "peft_type": "LORA"})
+        json.dumps(
+            {
+                "base_model_name_or_path": "scripted",
+                "peft_type": "LORA",
+                "r": 1,
+                "lora_alpha": 2,
+                "target_modules": ["up_proj"],
+            }  # fmt: skip
+        )
     )
     save_file(
         {
@@ -309,6 +317,7 @@ def test_scripted_audit_end_to_end(tmp_path):
         "noop": False,
         "changed_answers": 1.0,
         "lora_b_all_zero": False,
+        "nonfinite_answers": None,  # a scripted engine cannot tell
     }
     prov = a["provenance"]
     assert prov["base_reused_from_probe"] is True and prov["policy"]["min_reliability"] == 0.8

@@ -124,6 +124,7 @@ def judge(policy: Policy, audit: Mapping[str, Any]) -> tuple[str, list[str], lis
     """Apply `policy` to an audit.json-shaped mapping: (verdict, reasons for failure, every check).
 
     Rules, each skipped when its figure is missing:
+    - finite_answers (always on): no adapted answer may come from NaN or infinite logits;
     - fail_on_noop: the adapter must change something (sanity.noop false);
     - min_reliability / min_generalisation: the adapted mean P_greedy must reach the minimum;
     - max_negative_shift: the negative shift (point estimate) must not exceed the maximum;
@@ -151,6 +152,14 @@ def judge(policy: Policy, audit: Mapping[str, Any]) -> tuple[str, list[str], lis
             else "its greedy answers equal the base model's on every injected fact"
         )
         add("fail_on_noop", not noop, f"the adapter is a no-op: {why}" if noop else "the adapter changes the model")
+
+    if sanity.get("nonfinite_answers"):  # no policy can make answers from NaN logits acceptable
+        add(
+            "finite_answers",
+            False,
+            f"the adapter's logits were NaN or infinite for {sanity['nonfinite_answers']} adapted answers: "
+            "its weights overflow the model (retrain with a lower --lr, or check adapter_model.safetensors)",
+        )
 
     def limit(rule: str, value: float, bound: float, what: str, *, at_least: bool, fmt: str = ".3f") -> None:
         ok = value >= bound if at_least else value <= bound

@@ -92,6 +92,8 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
                 check_adapter(inputs.adapter, allow_pickle=config.allow_pickle)
             timings = {"setup": time.time() - start}
             reused, reuse_note = run_arms(engine, splits, sets, pc, inputs, config, say)
+            # adapted answers whose logits were NaN or infinite (None: the engine cannot tell)
+            nonfinite = dict(engine.nonfinite).get(True) if hasattr(engine, "nonfinite") else None
             timings["generation"] = time.time() - start - sum(timings.values())
             bench: dict[str, Any] = {}
             if plan.specs and not hasattr(engine, "model"):
@@ -130,6 +132,7 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
                 seed=config.seed,
             )
             report["curve"] = inputs.curve
+            report["sanity"]["nonfinite_answers"] = nonfinite
             timings["metrics"] = time.time() - start - sum(timings.values())
             verdict, reasons, checks = judge(policy, report)
             seconds = round(time.time() - start, 2)

@@ -87,6 +87,11 @@ class HFEngine:
         self._cache_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._config = getattr(base, "config", None)
+        # Sequences generated, and those whose logits were ever NaN or infinite, per arm (adapter
+        # off / on): an adapter whose finite weights overflow the model answers from garbage, and
+        # the audit fails it for that rather than for the garbage.
+        self.generated = {False: 0, True: 0}
+        self.nonfinite = {False: 0, True: 0}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -160,12 +165,16 @@ class HFEngine:
             for start in range(0, len(order), per_batch):
                 idx = order[start : start + per_batch]
                 texts = [prompts[i].text if isinstance(prompts[i], Prompt) else prompts[i] for i in idx]
+                watch = _FiniteWatch()
                 outs = self._generate_batch(
                     [encoded[i][0] for i in idx],
                     [encoded[i][1] for i in idx],
                     sampling,
                     _seed_for(sampling.seed, texts),
+                    watch,
                 )
+                self.generated[adapter] += len(outs)
+                self.nonfinite[adapter] += watch.count()
                 for j, i in enumerate(idx):
                     results[i] = outs[j * sampling.n : (j + 1) * sampling.n]
         return results
@@ -212,7 +221,12 @@ class HFEngine:
         return gather_rows(cache, row_of.to(self.device), suffix_width + room), ids[row_of], mask[row_of]
 
     def _generate_batch(
-        self, prefixes: Sequence[tuple[int, ...]], suffixes: list[list[int]], sampling: Sampling, seed: int
+        self,
+        prefixes: Sequence[tuple[int, ...]],
+        suffixes: list[list[int]],
+        sampling: Sampling,
+        seed: int,
+        watch: Any = None,
     ) -> list[str]:
         """Generate for prompts `prefix + suffix`.
 
@@ -236,6 +250,10 @@ class HFEngine:
             "pad_token_id": self._pad,
             "stopping_criteria": _stopping(self._stop_ids(sampling.stop)),
         }
+        if watch is not None:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([watch])
         if sampling.greedy:
             kwargs.update(do_sample=False, num_beams=1, temperature=None, top_k=None, top_p=None)
         else:
@@ -291,6 +309,24 @@ def _cut(text: str, stops: tuple[str, ...]) -> str:
     return text
 
 
+class _FiniteWatch:
+    """A logits processor that only looks: which rows ever had NaN or +inf scores, or no finite
+    score at all (-inf elsewhere is how top-k masks tokens, so it is fine)."""
+
+    def __init__(self) -> None:
+        self.bad: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        row = torch.isnan(scores).any(-1) | torch.isposinf(scores).any(-1) | ~torch.isfinite(scores.amax(-1))
+        self.bad = row if self.bad is None else self.bad | row
+        return scores
+
+    def count(self) -> int:
+        return 0 if self.bad is None else int(self.bad.sum())
+
+
 def _stopping(stop_ids: Any) -> Any:
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -312,5 +348,6 @@ def attach_adapter(model: Any, adapter: str | Path, *, allow_pickle: bool = Fals
 
     try:
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
-    except Exception as exc:  # peft raises many kinds; the user needs the path and the reason
-        raise AdapterError(f"cannot load adapter {adapter}: {exc}") from exc
+    except Exception as exc:  # peft raises many kinds; the user needs the path and the reason, in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AdapterError(f"cannot load adapter {adapter}: {first}") from exc

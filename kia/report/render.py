@@ -161,6 +161,9 @@ def sanity_rows(sanity: dict[str, Any]) -> list[dict[str, Any]]:
         for k, label, good in SANITY_LABELS
         if k in sanity
     ]
+    if sanity.get("nonfinite_answers") is not None:
+        n = sanity["nonfinite_answers"]
+        rows.append(dict(label="answers from NaN or infinite logits", value=str(n), ok=not n))
     if "changed_answers" in sanity:
         changed = num(sanity["changed_answers"])
         ok = changed is None or changed > 0
