@@ -483,6 +483,11 @@ def test_local_task_yaml_is_wrapped_with_absolute_data_paths(tmp_path):
     toy = resolve_benchmarks([str(tasks)], model="x")  # a folder: every task YAML in it
     assert [s.name for s in toy.specs] == ["mine"] and toy.local_only
     toy.cleanup()
+    scratch = tmp_path / "audit" / ".kia-tmp"  # the audit's own scratch folder, not the system temp
+    inside = resolve_benchmarks([str(tasks)], model="x", scratch=scratch)
+    assert inside.include_dir.parent == scratch and list(inside.include_dir.glob("*.yaml"))
+    inside.cleanup()
+    assert not scratch.exists() and (tmp_path / "audit").exists()
 
 
 def test_default_benchmarks_for_a_toy_world_model(tmp_path):

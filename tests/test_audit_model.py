@@ -225,7 +225,9 @@ def test_refusal_detector_with_embeddings():
 def test_killed_audit_reruns_to_the_same_result(adapter_dir, audited, tmp_path):
     """SIGKILL an audit part-way, run the same audit again into the same folder: it is accepted
     (no manifest, so not taken as complete; the lock died with the process) and its audit.json
-    equals an uninterrupted run's, provenance timings aside."""
+    equals an uninterrupted run's, provenance timings aside. The killed run left nothing under the
+    system temp folder (its lm-eval task copies live in the audit folder), and the rerun leaves no
+    temporary file behind."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -244,12 +246,18 @@ def test_killed_audit_reruns_to_the_same_result(adapter_dir, audited, tmp_path):
     def halfway() -> bool:
         return said.exists() and "adapted arm" in said.read_text()
 
-    _kill_when([sys.executable, "-c", call], halfway, 0, delay=(0, 0.5), timeout=120)
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(system_tmp)}
+    _kill_when([sys.executable, "-c", call], halfway, 0, delay=(0, 0.5), timeout=120, env=env)
     assert not (out / "manifest.json").exists()
+    assert sorted(p.name for p in system_tmp.iterdir()) == []
+    assert list((out / ".kia-tmp").glob("lm-eval-tasks-*/*.yaml"))  # the killed run's task copies
 
     from kia.audit import AuditConfig, audit
 
     audit(AuditConfig(adapter=str(adapter_dir), output=str(out), bench_limit=40, n_boot=500, report=False))
+    assert not (out / ".kia-tmp").exists() and not list(out.rglob(".*.tmp"))
     again, first = read_json(out / "audit.json"), read_json(audited / "audit.json")
     for a in (again, first):
         a.pop("provenance")

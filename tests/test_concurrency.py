@@ -117,6 +117,20 @@ def test_a_second_command_into_a_folder_in_use_changes_nothing(tmp_path, stage, 
         assert _files(out) == before  # not the rejects, not the manifest (--overwrite)
 
 
+def test_a_rerun_clears_what_a_killed_run_left(tmp_path):
+    """Temporary files a SIGKILLed stage left in its folder (atomic writes' temps, the audit's
+    scratch folder) are gone once the folder is claimed again; its work (a shard) stays."""
+    out = tmp_path / "run"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "facts-00000.parquet").write_bytes(b"kept")
+    (out / "shards" / ".facts-00001.parquet.abc123.tmp").write_bytes(b"half")
+    (out / ".kia-tmp" / "lm-eval-tasks-x").mkdir(parents=True)
+    (out / ".kia-tmp" / "lm-eval-tasks-x" / "0000_toy.yaml").write_text("include: x")
+    with claim_output(out, overwrite=False):
+        left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.name != LOCK)
+    assert left == ["shards", "shards/facts-00000.parquet"]
+
+
 def test_a_failed_stage_removes_the_folder_it_created(tmp_path):
     out = tmp_path / "new"
     with pytest.raises(RuntimeError), claim_output(out, overwrite=False):

@@ -29,9 +29,11 @@ def _kia(*args: str) -> list[str]:
     return [sys.executable, "-m", "kia", *args]
 
 
-def _kill_when(cmd: list[str], ready, seed: int, delay: tuple[float, float] = (0, 2), timeout: float = 300) -> None:
+def _kill_when(
+    cmd: list[str], ready, seed: int, delay: tuple[float, float] = (0, 2), timeout: float = 300, env=None
+) -> None:
     """Run `cmd`, SIGKILL it a random `delay` seconds after `ready()` turns true; fail if it finished first."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + timeout
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)

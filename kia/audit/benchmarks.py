@@ -9,7 +9,7 @@ Tasks are lm-eval names (`mmlu` runs 5-shot, `truthfulqa_mc1` / `truthfulqa_mc2`
 Pletenev et al. Table 7) or local task YAML files / folders of them (the toy world's toy_mc and
 toy_arith). lm-eval resolves a YAML's relative `data_files` against the working directory, not the
 YAML, so each local YAML is run through a temporary wrapper (`include:` the original, with the data
-paths made absolute).
+paths made absolute), written into the audit folder's scratch folder (`.kia-tmp/`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class BenchmarkPlan:
     specs: list[BenchmarkSpec] = field(default_factory=list)
     include_dir: Path | None = None  # wrappers of the local YAMLs (temporary)
     wrapped: set[Path] = field(default_factory=set)
+    scratch: Path | None = None  # where include_dir goes (the run's own folder); None: the system temp
 
     @property
     def local_only(self) -> bool:
@@ -59,6 +60,9 @@ class BenchmarkPlan:
         if self.include_dir is not None:
             shutil.rmtree(self.include_dir, ignore_errors=True)
             self.include_dir = None
+        if self.scratch is not None:
+            with contextlib.suppress(OSError):
+                self.scratch.rmdir()  # when nothing else is in it
 
 
 def default_benchmarks(model: str) -> list[str]:
@@ -102,7 +106,9 @@ def _wrap(path: Path, plan: BenchmarkPlan) -> dict[str, Any]:
     if key in plan.wrapped:
         return cfg
     if plan.include_dir is None:
-        plan.include_dir = Path(tempfile.mkdtemp(prefix="kia-lm-eval-tasks-"))
+        if plan.scratch is not None:
+            plan.scratch.mkdir(parents=True, exist_ok=True)
+        plan.include_dir = Path(tempfile.mkdtemp(prefix="lm-eval-tasks-", dir=plan.scratch))
     wrapper: dict[str, Any] = {"include": str(key)}
     kwargs = cfg.get("dataset_kwargs")
     if isinstance(kwargs, dict):
@@ -117,8 +123,9 @@ def _wrap(path: Path, plan: BenchmarkPlan) -> dict[str, Any]:
     return cfg
 
 
-def resolve_benchmarks(items: Sequence[str] | None, model: str) -> BenchmarkPlan:
-    """Turn `--benchmarks` items into a plan: names as they are, YAML files and folders wrapped.
+def resolve_benchmarks(items: Sequence[str] | None, model: str, scratch: Path | None = None) -> BenchmarkPlan:
+    """Turn `--benchmarks` items into a plan: names as they are, YAML files and folders wrapped
+    (into a folder under `scratch`, by default under the system's temp folder).
 
     None means the default (`default_benchmarks`); "none" or an empty list means no benchmarks.
     """
@@ -127,7 +134,7 @@ def resolve_benchmarks(items: Sequence[str] | None, model: str) -> BenchmarkPlan
     items = [i.strip() for i in items if i.strip()]
     if not items or items == ["none"]:
         return BenchmarkPlan()
-    plan = BenchmarkPlan()
+    plan = BenchmarkPlan(scratch=scratch)
     try:
         for item in items:
             p = Path(item).expanduser()

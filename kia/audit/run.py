@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kia.artifacts import (
+    TMP,
     claim_output,
     peak_memory_mb,
     read_jsonl,
@@ -61,17 +62,19 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
     pc = dict(inputs.probe_manifest.get("config") or {})
     splits = {name: load_split(inputs.build, name) for name in ("injected", "paraphrase", "heldout")}
     train = read_jsonl(inputs.build / "train.jsonl") if (inputs.build / "train.jsonl").exists() else []
-    plan = resolve_benchmarks(config.benchmarks, inputs.model)
     warnings: list[str] = []
-    try:
-        if plan.specs and engine is not None and not hasattr(engine, "model"):
-            raise ConfigError("benchmarks run through lm-eval's HF backend: pass an hf engine, or benchmarks none")
-        manager = None
-        if plan.specs:  # unknown tasks and unreachable data fail here, before any model work
-            say(f"checking benchmarks: {', '.join(s.name for s in plan.specs)}")
-            manager = task_manager(plan)
-            check_available(plan, manager)
-        with claim_output(config.output, overwrite=config.overwrite) as out:
+    with claim_output(config.output, overwrite=config.overwrite) as out:
+        # lm-eval's copies of local task files go to the run's own scratch folder, not the system's
+        # temp folder: removed at the end, and by the rerun of an audit that was killed
+        plan = resolve_benchmarks(config.benchmarks, inputs.model, scratch=out / TMP)
+        try:
+            if plan.specs and engine is not None and not hasattr(engine, "model"):
+                raise ConfigError("benchmarks run through lm-eval's HF backend: pass an hf engine, or benchmarks none")
+            manager = None
+            if plan.specs:  # unknown tasks and unreachable data fail here, before any model work
+                say(f"checking benchmarks: {', '.join(s.name for s in plan.specs)}")
+                manager = task_manager(plan)
+                check_available(plan, manager)
             own = engine is None
             engine_config = EngineConfig(
                 inputs.model,
@@ -183,8 +186,8 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
                 wall_seconds=round(time.time() - start, 2),
                 peak_memory_mb=peak_memory_mb(),
             )
-    finally:
-        plan.cleanup()
+        finally:
+            plan.cleanup()
     return AuditResult(out, verdict, reasons, report["metrics"], report_path, seconds, warnings)
 
 
