@@ -5,7 +5,7 @@ failure reproduces and a green run stays green). A developer's long run raises e
 KIA_FUZZ_EXAMPLES inputs drawn at random (a fresh seed each run; hypothesis keeps the failures it
 finds in .hypothesis/ and replays them first next time):
 
-    KIA_FUZZ_EXAMPLES=2000 python -m pytest tests/test_hardening.py tests/test_rows.py --hypothesis-show-statistics
+    KIA_FUZZ_EXAMPLES=2000 python -m pytest tests/test_hardening.py tests/test_rows.py tests/test_adapters.py --hypothesis-show-statistics
 
 `--hypothesis-show-statistics` prints, per property, how many inputs passed, failed or were invalid.
 """
