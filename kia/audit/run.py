@@ -42,7 +42,7 @@ from kia.audit.benchmarks import check_available, resolve_benchmarks, run_benchm
 from kia.audit.config import AuditConfig, AuditResult, Progress
 from kia.audit.policy import judge, load_policy
 from kia.audit.refusals import RefusalDetector
-from kia.engines import Engine, EngineConfig, load_engine
+from kia.engines import Engine, EngineConfig, check_adapter, load_engine
 from kia.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------ audit
@@ -90,8 +90,6 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
                 say(f"loading {inputs.model} with the adapter {inputs.adapter} (quant {inputs.quant}, {config.engine})")
                 engine = load_engine(engine_config)
             else:
-                from kia.engines import check_adapter
-
                 check_adapter(inputs.adapter, allow_pickle=config.allow_pickle)
             timings = {"setup": time.time() - start}
             reused, reuse_note = run_arms(engine, splits, sets, pc, inputs, config, say)
