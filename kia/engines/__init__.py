@@ -1,7 +1,8 @@
 """Engines: the generation interface every stage uses, and what the model side needs besides.
 
 - `interface`: `Sampling`, `Prompt`, `EngineConfig`, the `Engine` protocol, `load_engine` by name
-  (`hf`, `vllm`, `scripted`) and `default_model` (the embedded toy model);
+  (`hf`, `vllm`, `scripted`), `default_model` (the embedded toy model), and `PromptTokenizer` /
+  `prompt_token_ids`, a prompt's token ids as every engine makes them;
 - `hf` (transformers + peft), `vllm` (per-request LoRA), `scripted` (canned answers for logic tests):
   imported only when loaded, since they bring torch or vLLM;
 - `adapters`: the safety checks before an adapter is loaded; `embeddings`: the sentence-embedding model.
@@ -9,7 +10,17 @@
 
 from kia.engines.adapters import check_adapter, read_adapter_config
 from kia.engines.embeddings import DEFAULT_EMBEDDER, embed, load_embedder
-from kia.engines.interface import ENGINES, Engine, EngineConfig, Prompt, Sampling, default_model, load_engine
+from kia.engines.interface import (
+    ENGINES,
+    Engine,
+    EngineConfig,
+    Prompt,
+    PromptTokenizer,
+    Sampling,
+    default_model,
+    load_engine,
+    prompt_token_ids,
+)
 
 __all__ = [
     "DEFAULT_EMBEDDER",
@@ -17,11 +28,13 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "Prompt",
+    "PromptTokenizer",
     "Sampling",
     "check_adapter",
     "default_model",
     "embed",
     "load_embedder",
     "load_engine",
+    "prompt_token_ids",
     "read_adapter_config",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from kia.errors import ConfigError
 
@@ -105,6 +105,41 @@ class Engine(Protocol):
 
 
 ENGINES = ("hf", "vllm", "scripted")
+
+
+def prompt_token_ids(tokenizer: Any, prompt: Prompt | str) -> list[int]:
+    """A prompt's token ids as every engine makes them: prefix and suffix tokenised apart, no
+    special tokens added (the prompt text carries its own BOS), so cached and uncached runs agree."""
+    p = prompt if isinstance(prompt, Prompt) else Prompt("", prompt)
+    ids = tokenizer(p.prefix, add_special_tokens=False).input_ids if p.prefix else []
+    return list(ids) + list(tokenizer(p.suffix, add_special_tokens=False).input_ids)
+
+
+class PromptTokenizer:
+    """The prompt side of an engine with no model behind it: the chat template, the BOS token and
+    the token ids, for a process that sends token ids to engines elsewhere (Ray's vLLM stage)."""
+
+    def __init__(self, model: str):
+        from transformers import AutoTokenizer
+
+        from kia.errors import EngineError
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+        except OSError as exc:
+            raise EngineError(f"cannot load the tokenizer of '{model}': {exc}") from exc
+
+    def chat(self, messages: Sequence[dict[str, str]]) -> str | None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            return None
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    @property
+    def bos(self) -> str:
+        return self.tokenizer.bos_token or ""
+
+    def token_ids(self, prompt: Prompt | str) -> list[int]:
+        return prompt_token_ids(self.tokenizer, prompt)
 
 
 def load_engine(config: EngineConfig) -> Engine:

