@@ -254,3 +254,31 @@ def test_summarize_reads_a_scanned_file_like_a_loaded_one(tmp_path, monkeypatch)
     path = tmp_path / "out" / "facts.parquet"
     assert summarize(pl.scan_parquet(path)) == summarize(pl.read_parquet(path))
     assert summarize(pl.read_parquet(path).head(0))["n_facts"] == 0
+
+
+def test_greedy_only_labels_from_the_greedy_answers_alone():
+    """Pletenev et al.'s released probe: every greedy pass, no sample; the three-way label as the
+    full probe's, WeaklyKnown left undecided (slick_category null) where no greedy answer is right."""
+    from kia.probe.slick import greedy_rows
+
+    facts = _facts()
+    sets = make_exemplar_sets(facts, n_sets=10, shots=4, seed=0)
+    engine = ScriptedEngine(_script(facts))
+    rows = probe_facts(engine, facts, sets, _config(greedy_only=True))
+    full = probe_facts(ScriptedEngine(_script(facts)), facts, sets, _config(exhaustive=True))
+    assert [r["category"] for r in rows] == [r["category"] for r in full]
+    assert [r["category"] for r in rows][:5] == ["HighlyKnown"] * 2 + ["MaybeKnown"] * 2 + ["Unknown"]
+    assert all(r["n_generations"] == 10 and r["n_sample"] == 0 and r["p_sample"] is None for r in rows)
+    assert engine.n_generated == 10 * len(facts)  # not one sample drawn
+    assert [r["slick_category"] for r in rows][:5] == ["HighlyKnown"] * 2 + ["MaybeKnown"] * 2 + [None]
+    assert all((r["slick_category"] is None) == (r["p_greedy"] == 0) for r in rows)
+    # the same rows from the same greedy answers generated elsewhere (Ray's vLLM stage)
+    answers = [r["greedy_answers"] for r in rows]
+    assert greedy_rows(facts, answers, _config(greedy_only=True)) == rows
+    with pytest.raises(ValueError):
+        greedy_rows(facts, answers, _config())
+
+
+def test_greedy_only_and_exhaustive_do_not_combine():
+    with pytest.raises(ConfigError, match="greedy-only"):
+        _config(greedy_only=True, exhaustive=True)

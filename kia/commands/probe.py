@@ -46,6 +46,12 @@ from kia.probe import MATCH_MODES
     is_flag=True,
     help="Run every greedy pass and every sample (full P estimates) instead of the lazy schedule.",
 )
+@click.option(
+    "--greedy-only",
+    is_flag=True,
+    help="Decide the three-way label from the greedy answers alone, as Pletenev et al.'s code does: "
+    "10 generations per fact, no samples (WeaklyKnown left undecided).",
+)
 @click.option("--limit", type=int, default=None, help="Probe only the first N facts.")
 @click.option("--seed", default=0, show_default=True, help="Seed for exemplar sets and sampling.")
 @click.option("--batch-size", default=64, show_default=True, help="Sequences per forward pass.")
@@ -67,6 +73,7 @@ def probe(facts: str, model: str | None, as_json: bool, **kw: object) -> None:
     Examples:
       kia probe datasets/toyworld/facts.jsonl -o runs/p1
       kia probe facts.jsonl --model meta-llama/Llama-3.1-8B-Instruct --quant nf4 --engine vllm
+      kia probe facts.jsonl --greedy-only -o runs/p2          # the paper's cheaper probe
 
     A killed run resumes when the same command is run again.
     """
@@ -112,7 +119,10 @@ def _print_summary(result: object) -> None:
     console = Console()
     console.print(table)
     sc = r.slick_counts  # type: ignore[attr-defined]
-    console.print("SliCK (four-way): " + ", ".join(f"{k} {v}" for k, v in sc.items()))
+    if r.greedy_only:  # type: ignore[attr-defined]
+        console.print("SliCK (four-way): not decided (--greedy-only draws no samples)")
+    else:
+        console.print("SliCK (four-way): " + ", ".join(f"{k} {v}" for k, v in sc.items()))
     console.print(f"refusals (first greedy answer): {r.refusal_rate:.1%}")  # type: ignore[attr-defined]
     for w in r.warnings[:5]:  # type: ignore[attr-defined]
         console.print(f"[yellow]warning:[/] {w}")

@@ -29,6 +29,7 @@ class ProbeConfig:
     max_new_tokens: int = 32
     match: str = "contains"
     exhaustive: bool = False
+    greedy_only: bool = False  # the greedy answers alone decide the three-way label (no samples)
     limit: int | None = None
     seed: int = 0
     batch_size: int = 64
@@ -47,6 +48,8 @@ class ProbeConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+        if self.greedy_only and self.exhaustive:
+            raise ConfigError("--greedy-only draws no samples and --exhaustive draws them all: choose one")
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -84,4 +87,5 @@ class ProbeResult:
     refusal_rate: float
     seconds: float
     resumed_shards: int = 0
+    greedy_only: bool = False
     warnings: list[str] = field(default_factory=list)

@@ -130,5 +130,6 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
         refusal_rate=summary["refusal_rate"],
         seconds=seconds,
         resumed_shards=resumed,
+        greedy_only=config.greedy_only,
         warnings=stream.warnings,
     )

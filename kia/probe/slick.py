@@ -16,6 +16,10 @@ once it has one right and one wrong answer (it is MaybeKnown whatever comes next
 P_greedy = 0 are sampled, and their sampling stops at the first correct sample. Its P estimates
 are therefore partial; `exhaustive=True` computes them in full.
 
+`greedy_only=True` is the cheaper probe of Pletenev et al.'s released code: the `n_sets` greedy
+answers decide the three-way label (HighlyKnown, MaybeKnown, Unknown) and no sample is drawn, so
+every greedy pass runs (P_greedy in full) and WeaklyKnown is left undecided (`slick_category` null).
+
 The stage around it (streaming, shards, resume) is `kia.probe.run`.
 """
 
@@ -71,7 +75,7 @@ def probe_facts(
     generations: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Probe `facts` with `engine` and return one row per fact (the facts.parquet schema)."""
-    lazy = not config.exhaustive
+    lazy = not config.exhaustive and not config.greedy_only
     build = PromptBuilder(engine)
     states = [_FactState(f) for f in facts]
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=config.max_new_tokens, seed=config.seed)
@@ -85,7 +89,7 @@ def probe_facts(
             st.greedy_ok.append(ok)
             if generations is not None:
                 generations.append({"id": st.fact.id, "set": s, "kind": "greedy", "text": answer, "correct": ok})
-    for s in range(config.n_sets):
+    for s in range(0 if config.greedy_only else config.n_sets):
         todo = [st for st in states if (not any(st.greedy_ok) or not lazy) and not (lazy and st.n_sample_ok)]
         if not todo:
             break
@@ -110,6 +114,32 @@ def probe_facts(
     return [_row(st, config) for st in states]
 
 
+def greedy_rows(
+    facts: Sequence[Fact],
+    answers: Sequence[Sequence[str]],
+    config: ProbeConfig,
+    *,
+    generations: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The facts.parquet rows of a `greedy_only` probe from every fact's greedy answers (answer
+    `s` from exemplar set `s`), however they were generated (a batch engine elsewhere, e.g. Ray's
+    vLLM stage)."""
+    if not config.greedy_only:
+        raise ValueError("rows from greedy answers alone are a greedy-only probe's")
+    states = []
+    for fact, texts in zip(facts, answers, strict=True):
+        st = _FactState(fact)
+        for s, text in enumerate(texts):
+            answer = extract_answer(text)
+            ok = is_correct(answer, fact.answers, config.match)
+            st.greedy.append(answer)
+            st.greedy_ok.append(ok)
+            if generations is not None:
+                generations.append({"id": fact.id, "set": s, "kind": "greedy", "text": answer, "correct": ok})
+        states.append(st)
+    return [_row(st, config) for st in states]
+
+
 def _shots(exemplars: Sequence[Fact]) -> list[tuple[str, str]]:
     return [(f.question, f.answer) for f in exemplars]
 
@@ -118,7 +148,9 @@ def _row(st: _FactState, config: ProbeConfig) -> dict[str, Any]:
     n_greedy = len(st.greedy)
     p_greedy = sum(st.greedy_ok) / n_greedy
     p_sample = st.n_sample_ok / st.n_sample if st.n_sample else None
-    slick = slick_label(p_greedy, n_greedy == config.n_sets, p_sample)
+    slick: str | None = slick_label(p_greedy, n_greedy == config.n_sets, p_sample)
+    if config.greedy_only and p_greedy == 0:
+        slick = None  # Weakly or Unknown: only samples tell, and none were drawn
     refusals = [is_refusal(a) for a in st.greedy]
     f = st.fact
     return {
@@ -131,7 +163,7 @@ def _row(st: _FactState, config: ProbeConfig) -> dict[str, Any]:
         "domain": f.domain,
         "paraphrases": list(f.paraphrases),
         "extra": json.dumps(dict(f.extra), ensure_ascii=False, sort_keys=True),
-        "category": three_way(slick),
+        "category": three_way(slick or "Unknown"),
         "slick_category": slick,
         "p_greedy": p_greedy,
         "p_sample": p_sample,
