@@ -183,6 +183,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             # without padding, grouping by length saves nothing and would order the batches by length
             train_sampling_strategy="random" if padding_free else "group_by_length",
             remove_unused_columns=False,
+            # every LoRA weight takes part in every forward pass: DDP need not search for unused ones
+            ddp_find_unused_parameters=False,
         )
         trainer = KiaTrainer(
             model=model,
