@@ -10,7 +10,7 @@
 from kia.build.bias import MAX_RELATION_SHARE, MAX_TOP_SHARE, bias_report
 from kia.build.config import FORMATS, SPLITS, BuildConfig, BuildResult
 from kia.build.paraphrase import MAX_SIMILARITY, MIN_SIMILARITY, SOURCES
-from kia.build.run import build
+from kia.build.run import build, draw_heldout
 
 __all__ = [
     "FORMATS",
@@ -24,4 +24,5 @@ __all__ = [
     "BuildResult",
     "bias_report",
     "build",
+    "draw_heldout",
 ]

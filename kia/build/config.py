@@ -33,6 +33,9 @@ class BuildConfig:
     paraphrase_candidates: int = 8  # sampled rephrasings per question with `model` (at least 2x the ones asked)
     eval_paraphrases: int = 1
     heldout: int = 300
+    # A JSON file of fact ids ({"ids": [...]} or a list) that ARE the held-out split, kept out of
+    # every training pick: one evaluation set shared by many builds (kia sweep). None: draw `heldout`.
+    heldout_ids: str | None = None
     min_similarity: float = MIN_SIMILARITY
     max_similarity: float = MAX_SIMILARITY
     embedder: str | None = None  # sentence-transformers name or folder; None: the offline all-MiniLM-L6-v2

@@ -17,7 +17,9 @@ Splits, one JSONL file each (rows of the eval splits are `Fact.to_dict()` plus t
 - eval_heldout.jsonl: facts of every category left out of training, as equal a number per base
   category as there are, so each category's shift is measured on enough facts (shift, collapse).
 No fact id and no question (compared normalised) of a held-out split is ever in training; the
-build checks this before writing. Also written: bias.json (see `kia.build.bias`), the probe's
+build checks this before writing. With `heldout_ids` the held-out split is given instead of drawn
+(`draw_heldout` draws one before any training pick, for builds that must share it: kia sweep), and
+the training picks come from the facts outside it. Also written: bias.json (see `kia.build.bias`), the probe's
 exemplars.json (so later stages build the probe's few-shot prompts), and manifest.json last.
 """
 
@@ -69,15 +71,25 @@ def pick(facts: Sequence[Fact], n: int, rng: random.Random, stratify: bool) -> l
     return [f for k in sorted(groups) for f in groups[k][: quotas[k]]]
 
 
-def _require(pool: Sequence[Fact], n: int, category: str, flag: str, per: int) -> None:
+def _require(pool: Sequence[Fact], n: int, category: str, flag: str, per: int, where: str = "") -> None:
     if n <= len(pool):
         return
     if flag == "--unknown":
-        raise ConfigError(f"asked for {n} {category} facts, but the probe has only {len(pool)}")
+        raise ConfigError(f"asked for {n} {category} facts, but the probe has only {len(pool)}{where}")
     raise ConfigError(
         f"asked for {n} {category} facts ({flag} {n // per} x --unknown {per}), but the probe has only "
-        f"{len(pool)}; with --unknown {per} use {flag} {len(pool) // per} or less"
+        f"{len(pool)}{where}; with --unknown {per} use {flag} {len(pool) // per} or less"
     )
+
+
+def _fixed_heldout(path: str, facts: Sequence[Fact]) -> list[Fact]:
+    """The facts `path` names as held out, in its order; every id must be in the probe run."""
+    by_id = {f.id: f for f in facts}
+    ids = _read_ids(path)
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ConfigError(f"{path}: held-out id '{missing[0]}' is not in the probe run ({len(missing)} missing)")
+    return [by_id[i] for i in dict.fromkeys(ids)]
 
 
 def _heldout(pools: dict[str, list[Fact]], n: int, seed: int, stratify: bool) -> list[Fact]:
@@ -90,6 +102,28 @@ def _heldout(pools: dict[str, list[Fact]], n: int, seed: int, stratify: bool) ->
         chosen += sorted(pick(pools[cat], take, random.Random(f"{seed}:heldout:{cat}"), stratify), key=lambda f: f.id)
         remaining -= take
     return chosen
+
+
+def draw_heldout(probe: str | Path, n: int, seed: int = 0, stratify: str | None = None) -> list[str]:
+    """The ids of `n` held-out facts drawn from the whole probe run, as `kia build` draws its own
+    (an equal share per category, by seed), before any training pick: pass them to many builds with
+    `BuildConfig.heldout_ids` and each trains on other facts while all are measured on these."""
+    facts, base, _ = _load_probe(Path(probe))
+    pools: dict[str, list[Fact]] = defaultdict(list)
+    for f in facts:
+        pools[base[f.id]["category"]].append(f)
+    chosen = _heldout(pools, n, seed, stratify == "relation")
+    return [f.id for f in sorted(chosen, key=lambda f: (CATEGORIES.index(base[f.id]["category"]), f.id))]
+
+
+def _read_ids(path: str) -> list[str]:
+    from kia.artifacts import read_json
+
+    data = read_json(path)
+    ids = data.get("ids") if isinstance(data, dict) else data
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ConfigError(f"{path}: expected a JSON list of fact ids (or an object with 'ids')")
+    return ids
 
 
 # ------------------------------------------------------------------------------------------ rows
@@ -133,13 +167,18 @@ def build(config: BuildConfig) -> BuildResult:
     if Path(config.output).resolve() == probe_dir.resolve():
         raise ConfigError(f"-o {config.output} is the probe folder itself; choose another output folder")
     facts, base, probe_manifest = _load_probe(probe_dir)
+    fixed = _fixed_heldout(config.heldout_ids, facts) if config.heldout_ids else None
+    held_questions = {normalize(f.question) for f in fixed or []}
+    fixed_ids = {f.id for f in fixed or []}
     by_cat: dict[str, list[Fact]] = defaultdict(list)
     for f in facts:
-        by_cat[base[f.id]["category"]].append(f)
+        if f.id not in fixed_ids and normalize(f.question) not in held_questions:
+            by_cat[base[f.id]["category"]].append(f)
     n, strat = config.unknown, config.stratify == "relation"
-    _require(by_cat["Unknown"], n, "Unknown", "--unknown", n)
-    _require(by_cat["HighlyKnown"], config.highly_known * n, "HighlyKnown", "--highly-known", n)
-    _require(by_cat["MaybeKnown"], config.maybe_known * n, "MaybeKnown", "--maybe-known", n)
+    where = f" outside the {len(fixed)} held-out facts of {config.heldout_ids}" if fixed is not None else ""
+    _require(by_cat["Unknown"], n, "Unknown", "--unknown", n, where)
+    _require(by_cat["HighlyKnown"], config.highly_known * n, "HighlyKnown", "--highly-known", n, where)
+    _require(by_cat["MaybeKnown"], config.maybe_known * n, "MaybeKnown", "--maybe-known", n, where)
     model_id = (probe_manifest.get("model") or {}).get("id")
     if config.paraphraser == "model" and not (config.paraphrase_model or model_id):
         raise ConfigError(f"--paraphraser model needs --paraphrase-model: {probe_dir}/manifest.json names no model")
@@ -158,7 +197,7 @@ def build(config: BuildConfig) -> BuildResult:
             n_generate=config.paraphrase_candidates,
             filter_config=FilterConfig(config.min_similarity, config.max_similarity, config.embedder),
             seed=config.seed,
-            forbidden=frozenset(normalize(f.question) for f in [*injected, *known, *maybe]),
+            forbidden=frozenset(normalize(f.question) for f in [*injected, *known, *maybe]) | held_questions,
         )
         rows = [_train_row(f.id, f, "unknown", f.question, config.format) for f in injected]
         for f in injected:
@@ -188,7 +227,7 @@ def build(config: BuildConfig) -> BuildResult:
         for f in facts:
             if f.id not in trained_ids and normalize(f.question) not in trained_questions:
                 pools[base[f.id]["category"]].append(f)
-        heldout = _heldout(pools, config.heldout, config.seed, strat)
+        heldout = list(fixed) if fixed is not None else _heldout(pools, config.heldout, config.seed, strat)
         heldout.sort(key=lambda f: (CATEGORIES.index(base[f.id]["category"]), f.id))
         _check_no_leak(rows, eval_para, heldout)
 
@@ -210,12 +249,15 @@ def build(config: BuildConfig) -> BuildResult:
         _write(out, probe_dir, rows, eval_injected, eval_para, [_eval_row(f, base[f.id]) for f in heldout], bias)
         recipe = _recipe(config)
         seconds = round(time.time() - start, 2)
+        inputs = {"probe": {"path": str(probe_dir), "sha256": sha256_file(probe_dir / "facts.parquet")}}
+        if config.heldout_ids:
+            inputs["heldout_ids"] = {"path": config.heldout_ids, "sha256": sha256_file(config.heldout_ids)}
         write_manifest(
             out,
             stage="build",
             config=config,
             files=[f"{name}.jsonl" for name in SPLITS] + ["bias.json", "exemplars.json"],
-            inputs={"probe": {"path": str(probe_dir), "sha256": sha256_file(probe_dir / "facts.parquet")}},
+            inputs=inputs,
             probe_manifest=probe_manifest,
             model=model_id,
             recipe=recipe,
