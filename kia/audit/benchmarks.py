@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,18 @@ def compare(
     }
 
 
+def base_key(plan: BenchmarkPlan, *, limit: int | None, batch_size: int) -> str:
+    """What the base arm's scores depend on besides the base model: the tasks (names, shots,
+    sources, and a local YAML's bytes), the document limit and the batch size (lm-eval pads each
+    batch, so a near-tie could round differently in another one)."""
+    tasks = []
+    for s in plan.specs:
+        path = Path(s.source)
+        text = path.read_text(encoding="utf-8") if s.source != "lm-eval" and path.is_file() else None
+        tasks.append([s.name, s.num_fewshot, s.source, text])
+    return json.dumps({"tasks": tasks, "limit": limit, "batch_size": batch_size}, sort_keys=True)
+
+
 def run_benchmarks(
     model: Any,
     tokenizer: Any,
@@ -330,18 +343,32 @@ def run_benchmarks(
     n_boot: int = 2000,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    base_cache: MutableMapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Both arms on the one loaded peft model: base inside `disable_adapter()`, then adapted."""
+    """Both arms on the one loaded peft model: base inside `disable_adapter()`, then adapted.
+
+    `base_cache` (kia sweep) keeps the base arm's per-document scores under `base_key(...)`: an
+    audit of another adapter on the same base model, with the same tasks, limit and batch size,
+    takes them from there instead of running the base arm again. The base arm does not depend on
+    the adapter, so the scores are the ones it would compute."""
     from lm_eval.models.huggingface import HFLM
 
     if not plan.specs:
         return {}
     with _quiet():
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    if progress:
-        progress(f"benchmarks, base arm: {', '.join(s.name for s in plan.specs)}")
-    with model.disable_adapter():
-        base = evaluate_arm(lm, plan, manager, limit=limit)
+    key = base_key(plan, limit=limit, batch_size=batch_size)
+    if base_cache is not None and key in base_cache:
+        base = base_cache[key]
+        if progress:
+            progress(f"benchmarks, base arm: {', '.join(s.name for s in plan.specs)} (shared, computed earlier)")
+    else:
+        if progress:
+            progress(f"benchmarks, base arm: {', '.join(s.name for s in plan.specs)}")
+        with model.disable_adapter():
+            base = evaluate_arm(lm, plan, manager, limit=limit)
+        if base_cache is not None:
+            base_cache[key] = base
     if progress:
         progress("benchmarks, adapted arm")
     adapted = evaluate_arm(lm, plan, manager, limit=limit)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,19 @@ from kia.errors import ConfigError
 # ------------------------------------------------------------------------------------------ audit
 
 
-def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engine | None = None) -> AuditResult:
+def audit(
+    config: AuditConfig,
+    progress: Progress | None = None,
+    *,
+    engine: Engine | None = None,
+    base_benchmarks: MutableMapping[str, Any] | None = None,
+) -> AuditResult:
     """Audit the adapter described by `config`; write the output folder and return the verdict.
 
     `progress` gets one line per step. `engine` replaces the model load (tests pass a fake that
-    answers per arm; benchmarks then need `benchmarks=("none",)`).
+    answers per arm; benchmarks then need `benchmarks=("none",)`). `base_benchmarks` shares the
+    benchmarks' base arm between audits of adapters on the same base model (kia sweep): see
+    `kia.audit.benchmarks.run_benchmarks`.
     """
     start = time.time()
     say = progress or (lambda _msg: None)
@@ -116,6 +125,7 @@ def audit(config: AuditConfig, progress: Progress | None = None, *, engine: Engi
                     n_boot=config.n_boot,
                     seed=config.seed,
                     progress=say,
+                    base_cache=base_benchmarks,
                 )
             timings["benchmarks"] = time.time() - start - sum(timings.values())
             if own:
