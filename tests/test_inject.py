@@ -314,3 +314,17 @@ def test_gpu_bf16_paged_optimizer(build_dir, tmp_path):
     assert manifest["device"] == "cuda" and manifest["optimizer"] == "paged_adamw_8bit"
     assert manifest["peak_memory_mb"]["cuda_mb"] > 0
     assert result.reliability is not None and result.reliability > result.base_reliability
+
+
+@needs_model
+def test_without_epochs_training_runs_the_step_budget_and_the_curve_every_few_epochs(build_dir, tmp_path):
+    """16 rows in batches of 16: one step an epoch, so a budget of 45 steps is 45 epochs; the curve
+    (and the epoch checkpoints) every 3rd epoch, so at most 20 points, always with the last one."""
+    result = _inject(build_dir, tmp_path / "s", quant="none", epochs=None, min_steps=45, batch_size=16)
+    manifest = read_json(tmp_path / "s" / "manifest.json")
+    schedule = manifest["schedule"]
+    assert schedule["rule"] == "epochs = max(10, ceil(45 min steps / 1 steps per epoch)) = 45"
+    assert schedule["steps_per_epoch"] == 1 and schedule["curve_every"] == 3 and manifest["steps_run"] == 45
+    assert manifest["epochs_run"] == 45 and manifest["hyperparameters"]["epochs"] == 45
+    assert [r["epoch"] for r in result.curve] == list(range(3, 46, 3))
+    assert result.schedule["steps_run"] == 45 and result.reliability >= result.base_reliability + 0.5

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from kia.commands.options import json_option
-from kia.inject import PRECISIONS, PRESETS
+from kia.inject import DEFAULT_MIN_STEPS, PRECISIONS, PRESETS
 
 
 @click.command()
@@ -33,7 +33,14 @@ from kia.inject import PRECISIONS, PRESETS
 @click.option("--dropout", type=float, default=None, help="LoRA dropout.")
 @click.option("--targets", default=None, help="Comma-separated module names, or all-linear.")
 @click.option("--lr", type=float, default=None, help="Learning rate.")
-@click.option("--epochs", type=int, default=None, help="Epochs.")
+@click.option("--epochs", type=int, default=None, help="Epochs (exactly these unless --min-steps is given too).")
+@click.option(
+    "--min-steps",
+    type=int,
+    default=None,
+    help=f"Train at least this many optimizer steps: the epochs grow to ceil(min steps / steps per epoch) when "
+    f"the preset's are fewer. Default: {DEFAULT_MIN_STEPS} without --epochs, 0 with it. The rule is in the manifest.",
+)
 @click.option("--batch-size", type=int, default=None, help="Rows per step.")
 @click.option(
     "--loss", type=click.Choice(["full", "answer"]), default=None, help="Loss on the whole sequence or the answer only."
@@ -123,7 +130,8 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
         click.echo(to_json({"output": result.output, "curve": result.curve, "reliability": result.reliability,
                             "base_reliability": result.base_reliability, "tokens_per_second": result.tokens_per_second,
                             "seconds": result.seconds, "peak_memory_mb": result.peak_memory_mb,
-                            "hyperparameters": result.hyperparameters, "precision": result.precision}))  # fmt: skip
+                            "hyperparameters": result.hyperparameters, "precision": result.precision,
+                            "schedule": result.schedule}))  # fmt: skip
         return
     from rich.table import Table
 
@@ -142,4 +150,6 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
         f"reliability {fmt(result.base_reliability)} (base) -> {fmt(result.reliability)} (adapter); "
         f"{result.tokens_per_second:.0f} tokens/s ({result.precision}), {result.seconds:.0f} s, peak memory {result.peak_memory_mb:.0f} MiB"
     )
+    if result.schedule:
+        out.print(f"schedule: {result.schedule['rule']}, {result.schedule['steps_run']} optimizer steps")
     out.print(f"adapter written to {result.output}")

@@ -8,8 +8,16 @@
 Only `config` and `run` are imported here; the rest bring torch and load when training starts.
 """
 
-from kia.inject.config import PRESETS, InjectConfig, InjectResult
+from kia.inject.config import DEFAULT_MIN_STEPS, PRESETS, InjectConfig, InjectResult, training_schedule
 from kia.inject.model import PRECISIONS
 from kia.inject.run import inject
 
-__all__ = ["PRECISIONS", "PRESETS", "InjectConfig", "InjectResult", "inject"]
+__all__ = [
+    "DEFAULT_MIN_STEPS",
+    "PRECISIONS",
+    "PRESETS",
+    "InjectConfig",
+    "InjectResult",
+    "inject",
+    "training_schedule",
+]

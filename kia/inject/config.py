@@ -5,10 +5,15 @@ Presets (flags override them):
   batch 16, loss on the whole sequence (Pletenev et al. 2025, §4.2);
 - qlora: rank 16, alpha 32, all linear layers, dropout 0.05, lr 2e-4, 10 epochs, batch 16, loss on
   the answer only.
+
+Unless `--epochs` is given, training also runs at least `min_steps` optimizer steps (see
+`training_schedule`): a preset's 10 epochs are 4 steps an epoch on a 60-row mixture, too few to
+learn it, and hundreds on a large one.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "qlora": {"rank": 16, "alpha": 32.0, "rslora": False, "dropout": 0.05, "targets": ("all-linear",),
               "lr": 2e-4, "epochs": 10, "batch_size": 16, "loss": "answer"},
 }  # fmt: skip
+
+# The step budget of the default schedule. Measured on the toy world, qlora preset, the curve's
+# reliability (one exemplar set): 30 Unknown + 30 HighlyKnown facts (4 steps an epoch) reach 0.30
+# after 40 steps (10 epochs), 0.93 after 100, 1.0 after 200 and 400; 10 Unknown facts alone 0.1
+# after 10 steps, 0.9 after 40. A large mixture already gets hundreds of steps from its epochs
+# (300 + 300 facts: 380 steps, 0.70). 400 leaves room for the audit's ten exemplar sets.
+DEFAULT_MIN_STEPS = 400
+# At most this many evaluated epochs on the curve (and epoch checkpoints): a long schedule on a
+# tiny mixture (400 epochs of one step) would otherwise spend more time evaluating than training.
+MAX_CURVE_POINTS = 20
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,10 @@ class InjectConfig:
     loss: str | None = None
     rslora: bool | None = None
     seed: int = 0
+    # Train at least this many optimizer steps: the epochs grow to ceil(min_steps / steps per
+    # epoch) when the preset's epochs are fewer. None: DEFAULT_MIN_STEPS when `epochs` is not
+    # given, 0 when it is (an explicit --epochs trains exactly that many epochs).
+    min_steps: int | None = None
     stop_at_reliability: float | None = None
     # The per-epoch curve watches training; the audit measures reliability in full. Evaluating
     # every injected fact with 3 sets cost the toy runs 4x the training time itself.
@@ -70,6 +89,8 @@ class InjectConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.min_steps is not None and self.min_steps < 0:
+            raise ConfigError(f"--min-steps must be 0 or more, got {self.min_steps}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.stop_at_reliability is not None and not 0 < self.stop_at_reliability <= 1:
@@ -94,6 +115,34 @@ class InjectConfig:
         return hp
 
 
+def training_schedule(config: InjectConfig, preset_epochs: int, rows: int, batch_size: int) -> dict[str, Any]:
+    """How long training runs: epochs, steps, and the rule that chose them (for the manifest).
+
+    epochs = max(E, ceil(S / steps per epoch)), where E is the preset's (or --epochs') epochs, S is
+    `min_steps` and steps per epoch = ceil(rows / batch size). Why a step budget: the preset's
+    fixed epochs give a 60-row mixture 40 steps and a 6,000-row one 3,750, so small mixtures
+    stopped long before their facts were learnt (reliability 0.23 on the toy world) while large
+    ones reached 1.0; S steps give every mixture enough updates, and large ones keep the paper's
+    epochs. `curve_every`: the reliability curve (and the epoch checkpoints) every k epochs, so
+    that at most MAX_CURVE_POINTS epochs are evaluated, and always the last one."""
+    min_steps = (
+        config.min_steps if config.min_steps is not None else (DEFAULT_MIN_STEPS if config.epochs is None else 0)
+    )
+    per_epoch = max(1, math.ceil(rows / batch_size))
+    epochs = max(preset_epochs, math.ceil(min_steps / per_epoch))
+    every = max(1, math.ceil(epochs / MAX_CURVE_POINTS))
+    rule = f"epochs = max({preset_epochs}, ceil({min_steps} min steps / {per_epoch} steps per epoch)) = {epochs}"
+    return {
+        "epochs": epochs,
+        "preset_epochs": preset_epochs,
+        "min_steps": min_steps,
+        "steps_per_epoch": per_epoch,
+        "steps": epochs * per_epoch,
+        "curve_every": every,
+        "rule": rule,
+    }
+
+
 @dataclass(frozen=True)
 class InjectResult:
     output: Path
@@ -105,3 +154,4 @@ class InjectResult:
     peak_memory_mb: float
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # the dtype the products ran in: bf16 or fp32
+    schedule: dict[str, Any] = field(default_factory=dict)  # see training_schedule

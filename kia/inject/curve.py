@@ -82,6 +82,7 @@ class ReliabilityCallback(TrainerCallback):
         model_id: str,
         resume: bool = False,
         write: bool = True,
+        every: int = 1,
     ):
         from kia.engines.hf import HFEngine
 
@@ -95,6 +96,9 @@ class ReliabilityCallback(TrainerCallback):
         self.stop_at = stop_at
         self.progress = progress
         self.epochs = epochs
+        # Evaluate (and keep a checkpoint) every `every` epochs and at the last one: a long
+        # schedule on a small mixture has hundreds of one-step epochs (see training_schedule).
+        self.every = max(1, every)
         self.write = write  # only the main process writes the log and reports progress
         self.curve: list[dict[str, Any]] = []
         self.eval_seconds = 0.0
@@ -141,8 +145,12 @@ class ReliabilityCallback(TrainerCallback):
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         epoch = round(state.epoch)
         self.epochs_here += 1
-        # The Trainer logs every step; the epoch's loss is the mean of this epoch's steps.
-        losses = [h["loss"] for h in state.log_history if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
+        if epoch % self.every and epoch < self.epochs:
+            control.should_save = False  # a checkpoint goes with each evaluated epoch only
+            return
+        # The Trainer logs every step; the loss is the mean of the steps since the last evaluation.
+        since = epoch - (epoch % self.every or self.every)
+        losses = [h["loss"] for h in state.log_history if "loss" in h and since < h.get("epoch", 0) <= epoch]
         loss = sum(losses) / len(losses) if losses else None
         reliability, known = self._reliability(self.injected, self.known, adapter=True)
         row = {

@@ -20,6 +20,7 @@ Note that `accelerate launch --cpu --num_processes 2` starts ONE process unless 
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import replace
@@ -35,7 +36,7 @@ from kia.artifacts import (
     write_manifest,
 )
 from kia.errors import ConfigError
-from kia.inject.config import InjectConfig, InjectResult
+from kia.inject.config import InjectConfig, InjectResult, training_schedule
 from kia.inject.resume import RUN_FILE, check_output, checkpoints, run_identity
 
 
@@ -62,7 +63,6 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     reliability (the same numbers on every rank, so an early stop is the same everywhere); only the
     main process writes the output folder and calls `progress`."""
     import contextlib
-    import os
     import shutil
     import sys
 
@@ -95,6 +95,14 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     resume_from = check_output(out, config)
     train_path = build_dir / "train.jsonl"
     train_sha = sha256_file(train_path)
+    rows = read_jsonl(train_path)
+    if not rows:
+        raise ConfigError(f"{train_path}: no training rows")
+    # --batch-size is the effective batch: under DDP each of the processes takes its share
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    per_device_batch = -(-hp["batch_size"] // world)
+    schedule = training_schedule(config, hp["epochs"], len(rows), per_device_batch * world)
+    hp["epochs"] = schedule["epochs"]
     identity = {**run_identity(config, hp, model_id, train_sha), "precision": precision}
     if resume_from is not None and (out / "checkpoints" / RUN_FILE).exists():
         before = read_json(out / "checkpoints" / RUN_FILE)
@@ -134,9 +142,6 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             use_cpu_dropout(model)
             if precision == "bf16":
                 use_bf16_head(model)  # on a GPU the Trainer's bf16 autocast covers the head
-        rows = read_jsonl(train_path)
-        if not rows:
-            raise ConfigError(f"{train_path}: no training rows")
         data = [encode_row(tokenizer, r["messages"], hp["loss"]) for r in rows]
         truncated = sum(len(d["input_ids"]) > config.max_length for d in data)
         data = [{k: v[: config.max_length] for k, v in d.items()} for d in data]
@@ -149,12 +154,10 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             model, tokenizer, injected, known, sets, out / "train_log.jsonl",
             n_sets=config.eval_sets, stop_at=config.stop_at_reliability, progress=progress if main else None,
             epochs=hp["epochs"], model_id=model_id, resume=resume_from is not None, write=main,
+            every=schedule["curve_every"],
         )  # fmt: skip
         base_rel = callback.base_reliability()
         tty = sys.stderr.isatty()
-        # --batch-size is the effective batch: under DDP each of the processes takes its share
-        world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
-        per_device_batch = -(-hp["batch_size"] // world)
         padding_free = config.padding_free if config.padding_free is not None else device == "cuda"
         args = TrainingArguments(
             output_dir=str(out / "checkpoints"),
@@ -239,6 +242,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
                 truncated_rows=truncated,
                 epochs_run=curve[-1]["epoch"] if curve else 0,
                 stopped_early=bool(curve) and curve[-1]["epoch"] < hp["epochs"],
+                schedule=schedule,
+                steps_run=trainer.state.global_step,
                 tokens_per_second=tokens_per_second,
                 train_seconds=round(train_seconds, 2),
                 eval_seconds=round(eval_seconds, 2),
@@ -251,7 +256,10 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
                 curve=curve,
             )
         trainer.accelerator.wait_for_everyone()
-    return InjectResult(out, curve, final, base_rel, tokens_per_second, seconds, peak["rss_mb"], hp, precision)
+    schedule = {**schedule, "steps_run": trainer.state.global_step}
+    return InjectResult(
+        out, curve, final, base_rel, tokens_per_second, seconds, peak["rss_mb"], hp, precision, schedule
+    )
 
 
 class _ListDataset:
