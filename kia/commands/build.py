@@ -56,6 +56,13 @@ from kia.commands.options import json_option
 )
 @click.option("--heldout", default=300, show_default=True, help="Untrained facts, equal per category (all if fewer).")
 @click.option(
+    "--heldout-ids",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help='JSON list of fact ids (or {"ids": [...]}, as kia sweep\'s heldout.json) that are the held-out split, '
+    "kept out of training; instead of drawing --heldout of them.",
+)
+@click.option(
     "--min-similarity", default=_MIN_SIM, show_default=True, help="Paraphrase filter: least cosine to the question."
 )
 @click.option("--max-similarity", default=_MAX_SIM, show_default=True, help="Paraphrase filter: near-duplicate cosine.")
