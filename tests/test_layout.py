@@ -29,8 +29,9 @@ ALLOWED: dict[str, set[str]] = {
     "build": {"facts", "engines", "probe"},
     "inject": {"facts", "engines", "probe"},
     "audit": {"facts", "engines", "probe", "report"},
+    "sweep": {"facts", "engines", "probe", "build", "inject", "audit"},
     "demo": {"engines", "probe", "build", "inject", "audit"},
-    "commands": {"facts", "engines", "probe", "build", "inject", "audit", "report", "demo", "toyworld"},
+    "commands": {"facts", "engines", "probe", "build", "inject", "audit", "report", "sweep", "demo", "toyworld"},
     "cli": {"commands"},
     "train": {"inject"},  # deprecated re-export of kia.inject, for one release
 }
@@ -40,6 +41,7 @@ STAGES = {
     "inject": ("InjectConfig", "inject", "InjectResult"),
     "audit": ("AuditConfig", "audit", "AuditResult"),
     "report": ("render_report",),
+    "sweep": ("SweepConfig", "sweep", "SweepResult"),
 }
 # Modules another package may import by path: they bring torch or vLLM, so their package's
 # __init__ does not import them (`kia --help` and `import kia.engines` stay instant).

@@ -13,6 +13,7 @@ COMMANDS = (
     ("kia.commands.inject", "inject"),
     ("kia.commands.audit", "audit"),
     ("kia.commands.report", "report"),
+    ("kia.commands.sweep", "sweep"),
     ("kia.commands.demo", "demo"),
     ("kia.commands.toyworld", "toyworld"),
 )
