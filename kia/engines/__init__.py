@@ -5,10 +5,11 @@
   `prompt_token_ids`, a prompt's token ids as every engine makes them;
 - `hf` (transformers + peft), `vllm` (per-request LoRA), `scripted` (canned answers for logic tests):
   imported only when loaded, since they bring torch or vLLM;
-- `adapters`: the safety checks before an adapter is loaded; `embeddings`: the sentence-embedding model.
+- `adapters`: the safety checks before an adapter is loaded and `adapter_id`, the hash of its weights
+  that names it everywhere; `embeddings`: the sentence-embedding model.
 """
 
-from kia.engines.adapters import check_adapter, read_adapter_config
+from kia.engines.adapters import adapter_id, check_adapter, lora_request_key, read_adapter_config, short_id
 from kia.engines.embeddings import DEFAULT_EMBEDDER, embed, load_embedder
 from kia.engines.interface import (
     ENGINES,
@@ -30,11 +31,14 @@ __all__ = [
     "Prompt",
     "PromptTokenizer",
     "Sampling",
+    "adapter_id",
     "check_adapter",
     "default_model",
     "embed",
     "load_embedder",
     "load_engine",
+    "lora_request_key",
     "prompt_token_ids",
     "read_adapter_config",
+    "short_id",
 ]

@@ -104,6 +104,8 @@ class HFEngine:
         model, tokenizer = load_pretrained(config.model, config.quant, device)
         if config.adapter:
             model = attach_adapter(model, config.adapter, allow_pickle=config.allow_pickle)
+            for name, path in config.adapters:
+                attach_named_adapter(model, name, path, allow_pickle=config.allow_pickle)
         model.eval()
         return cls(model, tokenizer, model_id=config.model, batch_size=config.batch_size)
 
@@ -147,7 +149,7 @@ class HFEngine:
         return self._stop_cache[stops]
 
     def generate(
-        self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool = False
+        self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool | str = False
     ) -> list[list[str]]:
         if adapter and not self.has_adapter:
             raise EngineError("generation through an adapter was asked for, but no adapter is loaded")
@@ -179,11 +181,13 @@ class HFEngine:
                     results[i] = outs[j * sampling.n : (j + 1) * sampling.n]
         return results
 
-    def _adapter_context(self, adapter: bool) -> Any:
+    def _adapter_context(self, adapter: bool | str) -> Any:
         import contextlib
 
         if self.has_adapter and not adapter:
             return self.model.disable_adapter()
+        if isinstance(adapter, str):
+            return use_adapter(self.model, adapter)
         return contextlib.nullcontext()
 
     def _prefix_cache(self, prefixes: Sequence[tuple[int, ...]], suffix_width: int, room: int) -> tuple[Any, Any, Any]:
@@ -337,6 +341,36 @@ def _stopping(stop_ids: Any) -> Any:
             return torch.isin(input_ids[:, -1], stop_ids)
 
     return StoppingCriteriaList([StopOnTokens()])
+
+
+def use_adapter(model: Any, name: str) -> Any:
+    """A context in which the peft model's named adapter is the active one (the main one after)."""
+    import contextlib
+
+    if name not in (getattr(model, "peft_config", None) or {}):
+        raise EngineError(f"no adapter named '{name}' is loaded")
+
+    @contextlib.contextmanager
+    def active() -> Any:
+        before = model.active_adapter
+        model.set_adapter(name, inference_mode=True)
+        try:
+            yield
+        finally:
+            model.set_adapter(before, inference_mode=True)
+
+    return active()
+
+
+def attach_named_adapter(model: Any, name: str, adapter: str | Path, *, allow_pickle: bool = False) -> None:
+    """Load a further adapter into a peft model under `name`, after the same checks as the first."""
+    from kia.engines.adapters import check_adapter
+
+    check_adapter(adapter, model, allow_pickle=allow_pickle)
+    try:
+        model.load_adapter(str(adapter), adapter_name=name, is_trainable=False)
+    except Exception as exc:  # peft raises many kinds; the user needs the path and the reason
+        raise AdapterError(f"cannot load adapter {adapter}: {exc}") from exc
 
 
 def attach_adapter(model: Any, adapter: str | Path, *, allow_pickle: bool = False, is_trainable: bool = False) -> Any:

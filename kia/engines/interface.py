@@ -2,8 +2,8 @@
 
 An engine turns prompts into short completions: `n` per prompt, greedy or sampled (temperature,
 top-k, seed), cut at a stop string, at most `max_new_tokens` long, optionally through the loaded
-adapter. `hf` (transformers) is the default; `vllm` is what users with GPUs run; `scripted` is a
-fake for unit tests of the logic around the model.
+adapter or one of several named ones. `hf` (transformers) is the default; `vllm` is what users with
+GPUs run; `scripted` is a fake for unit tests of the logic around the model.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ class Prompt:
 class EngineConfig:
     model: str
     engine: str = "hf"
-    adapter: str | None = None
+    adapter: str | None = None  # the adapter `generate(adapter=True)` uses
+    # more adapters on the same base, by name: `generate(adapter=name)` (an update's audit loads
+    # the production adapter beside the candidate)
+    adapters: tuple[tuple[str, str], ...] = ()
     quant: str = "none"  # "none" | "nf4"
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     batch_size: int = 64  # sequences per forward pass (prompts x n)
@@ -79,6 +82,11 @@ class EngineConfig:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"tensor_parallel_size must be at least 1, got {self.tensor_parallel_size}")
+        names = [name for name, _ in self.adapters]
+        if self.adapters and not self.adapter:
+            raise ConfigError("named adapters load beside the main adapter: give `adapter` too")
+        if len(set(names)) != len(names) or any(not n.isidentifier() or n == "default" for n in names):
+            raise ConfigError(f"adapter names must be distinct identifiers other than 'default', got {names}")
 
 
 @runtime_checkable
@@ -88,9 +96,10 @@ class Engine(Protocol):
     has_adapter: bool
 
     def generate(
-        self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool = False
+        self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool | str = False
     ) -> list[list[str]]:
-        """Return, for each prompt, `sampling.n` completions (new text only, cut at the stop)."""
+        """Return, for each prompt, `sampling.n` completions (new text only, cut at the stop):
+        `adapter` False = the base model, True = the main adapter, a name = that named adapter."""
         ...
 
     def chat(self, messages: Sequence[dict[str, str]]) -> str | None:

@@ -1,8 +1,11 @@
 """The vLLM engine: prefix caching, per-request LoRA, tensor parallelism.
 
 Base and adapted answers come from one engine: the adapter is a per-request `LoRARequest`, so both
-arms share the loaded weights and the batch. vLLM starts worker processes, so the engine must be
-created under `if __name__ == "__main__":` (the `kia` console script is such an entry point).
+arms share the loaded weights and the batch. Each adapter's LoRA name and integer id come from the
+hash of its weights (`kia.engines.adapters.adapter_id`): vLLM keys its prefix cache and its loaded
+LoRA slots by them, and has served one adapter's cached keys and values to another that shared a
+name (vllm#30931) or was reloaded under it (#42125). vLLM starts worker processes, so the engine
+must be created under `if __name__ == "__main__":` (the `kia` console script is such an entry point).
 """
 
 from __future__ import annotations
@@ -13,16 +16,28 @@ from typing import Any
 from kia.engines.interface import EngineConfig, Prompt, Sampling, prompt_token_ids
 from kia.errors import EngineError
 
+# the ranks vLLM's LoRA kernels are built for (`max_lora_rank` must be one of them)
+_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
 
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, llm: Any, *, model_id: str, adapter: str | None):
+    def __init__(self, llm: Any, *, model_id: str, adapter: str | None, adapters: dict[str, str] | None = None):
+        from kia.engines.adapters import adapter_id, lora_request_key
+
         self.llm = llm
         self.model_id = model_id
         self.adapter = adapter
         self.has_adapter = adapter is not None
         self.tokenizer = llm.get_tokenizer()
+        paths = {"default": adapter, **(adapters or {})} if adapter else {}
+        # name -> (LoRA name, LoRA id, path): one per adapter, from its weights
+        self.lora_keys = {name: (*lora_request_key(adapter_id(path)), str(path)) for name, path in paths.items()}
+        ids = [key[1] for key in self.lora_keys.values()]
+        if len(set(ids)) != len(ids):
+            names = ", ".join(f"{n} ({p})" for n, (_, _, p) in self.lora_keys.items())
+            raise EngineError(f"two adapters have the same weights (the same id): {names}")
 
     @classmethod
     def load(cls, config: EngineConfig) -> VLLMEngine:
@@ -40,7 +55,7 @@ class VLLMEngine:
             llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many kinds; the user needs the model and the reason
             raise EngineError(f"vLLM could not load '{config.model}': {exc}") from exc
-        return cls(llm, model_id=config.model, adapter=config.adapter)
+        return cls(llm, model_id=config.model, adapter=config.adapter, adapters=dict(config.adapters))
 
     @property
     def bos(self) -> str:
@@ -64,7 +79,7 @@ class VLLMEngine:
             gc.collect()
 
     def generate(
-        self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool = False
+        self, prompts: Sequence[Prompt | str], sampling: Sampling, *, adapter: bool | str = False
     ) -> list[list[str]]:
         from vllm import SamplingParams
 
@@ -74,7 +89,11 @@ class VLLMEngine:
         if adapter:
             from vllm.lora.request import LoRARequest
 
-            lora = LoRARequest("kia-adapter", 1, self.adapter)
+            name = "default" if adapter is True else str(adapter)
+            if name not in self.lora_keys:
+                raise EngineError(f"no adapter named '{name}' is loaded")
+            lora_name, lora_id, path = self.lora_keys[name]
+            lora = LoRARequest(lora_name, lora_id, path)
         params = SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,
@@ -107,8 +126,12 @@ def engine_kwargs(config: EngineConfig, *, cuda: bool) -> dict[str, Any]:
     if config.adapter:
         from kia.engines.adapters import check_adapter, read_adapter_config
 
-        check_adapter(config.adapter, allow_pickle=config.allow_pickle)
-        kwargs.update(enable_lora=True, max_lora_rank=max(8, int(read_adapter_config(config.adapter).get("r", 8))))
+        paths = [config.adapter, *(path for _, path in config.adapters)]
+        for path in paths:
+            check_adapter(path, allow_pickle=config.allow_pickle)
+        rank = max(int(read_adapter_config(path).get("r", 8)) for path in paths)
+        max_rank = next((r for r in _LORA_RANKS if r >= rank), rank)
+        kwargs.update(enable_lora=True, max_lora_rank=max_rank, max_loras=len(paths))
     if config.quant == "nf4":
         kwargs["quantization"] = "bitsandbytes"
     if not cuda:
