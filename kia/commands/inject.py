@@ -15,6 +15,13 @@ from kia.inject import DEFAULT_MIN_STEPS, PRECISIONS, PRESETS
 @click.option("--model", "-m", default=None, help="Base model. Default: the one the build's probe used.")
 @click.option("-o", "--output", default="runs/inject", show_default=True, help="Output folder (the adapter).")
 @click.option(
+    "--from-adapter",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Continue this adapter (an update of the one in production) instead of starting from zero: same base "
+    "model, rank, alpha and target modules (pass its --preset / --rank); its manifest lineage is carried on.",
+)
+@click.option(
     "--preset",
     type=click.Choice(list(PRESETS)),
     default="qlora",
@@ -98,6 +105,7 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
       kia inject runs/b1 -o runs/a1
       kia inject runs/b1 --preset paper --quant none -o runs/a-lora
       kia inject runs/b1 -o runs/a1 --resume        # after an interruption
+      kia inject runs/b2 --from-adapter runs/a1 -o runs/a2   # next month's facts, on top of a1
       accelerate launch --multi_gpu --num_processes 2 -m kia inject runs/b1 -o runs/a1   # DDP
     """
     import os
@@ -131,7 +139,8 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
                             "base_reliability": result.base_reliability, "tokens_per_second": result.tokens_per_second,
                             "seconds": result.seconds, "peak_memory_mb": result.peak_memory_mb,
                             "hyperparameters": result.hyperparameters, "precision": result.precision,
-                            "schedule": result.schedule}))  # fmt: skip
+                            "schedule": result.schedule, "adapter_id": result.adapter_id,
+                            "parent": result.parent}))  # fmt: skip
         return
     from rich.table import Table
 
@@ -152,4 +161,5 @@ def inject(build_dir: str, targets: str | None, as_json: bool, **kw: Any) -> Non
     )
     if result.schedule:
         out.print(f"schedule: {result.schedule['rule']}, {result.schedule['steps_run']} optimizer steps")
-    out.print(f"adapter written to {result.output}")
+    parent = f", continued from {result.parent}" if result.parent else ""
+    out.print(f"adapter written to {result.output} (weights {(result.adapter_id or '?')[:12]}{parent})")

@@ -46,6 +46,8 @@ class InjectConfig:
     build: str
     model: str | None = None
     output: str = "runs/inject"
+    # an adapter to continue (an update of the one in production): same base, rank and targets
+    from_adapter: str | None = None
     preset: str = "qlora"
     quant: str = "nf4"
     rank: int | None = None
@@ -155,3 +157,5 @@ class InjectResult:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # the dtype the products ran in: bf16 or fp32
     schedule: dict[str, Any] = field(default_factory=dict)  # see training_schedule
+    adapter_id: str | None = None  # sha256 of the adapter's weights (kia.engines.adapter_id)
+    parent: str | None = None  # the adapter continued (--from-adapter), if any

@@ -65,10 +65,13 @@ def check_output(out: Path, config: InjectConfig) -> Path | None:
     return None
 
 
-def run_identity(config: InjectConfig, hp: dict[str, Any], model_id: str, train_sha: str) -> dict[str, Any]:
+def run_identity(
+    config: InjectConfig, hp: dict[str, Any], model_id: str, train_sha: str, parent_id: str | None = None
+) -> dict[str, Any]:
     """Everything that must be the same for a resumed run to continue the interrupted one."""
     return {
         "model": model_id,
+        "from_adapter": parent_id,
         "train_sha256": train_sha,
         "quant": config.quant,
         "seed": config.seed,

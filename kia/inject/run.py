@@ -12,6 +12,10 @@ Presets (flags override them):
 - qlora: rank 16, alpha 32, all linear layers, dropout 0.05, lr 2e-4, 10 epochs, batch 16, loss on
   the answer only.
 
+`from_adapter` continues an adapter instead of starting from zero (an update of the one in
+production; see `kia.inject.lineage`): same base model, rank, alpha and target modules, its
+weights as the starting point, and the lineage in the manifest.
+
 Works unchanged under `accelerate launch --multi_gpu --num_processes N -m kia inject ...` or
 `torchrun --nproc_per_node N -m kia inject ...` (the Trainer does DDP; on a machine without CUDA the
 processes use gloo on the CPU). `--batch-size` is the effective batch, split over the processes.
@@ -37,6 +41,7 @@ from kia.artifacts import (
 )
 from kia.errors import ConfigError
 from kia.inject.config import InjectConfig, InjectResult, training_schedule
+from kia.inject.lineage import check_parent, check_targets, lineage, load_parent_weights, read_parent
 from kia.inject.resume import RUN_FILE, check_output, checkpoints, run_identity
 
 
@@ -86,6 +91,11 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
         raise ConfigError(f"{build_dir}/manifest.json names no base model; pass --model")
     model_id = str(model_id)
     hp = config.resolved()
+    # the base's hash, once: the manifest records it and a parent adapter must have been trained on it
+    base_sha = sha256_tree(model_id) if Path(model_id).is_dir() else None
+    parent = read_parent(config.from_adapter) if config.from_adapter else None
+    if parent is not None:
+        check_parent(parent, hp, model_id, base_sha)  # before any model is loaded
     device = _device()
     dtype = compute_dtype(device, config.precision, config.quant)
     precision = precision_name(dtype)
@@ -103,7 +113,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
     per_device_batch = -(-hp["batch_size"] // world)
     schedule = training_schedule(config, hp["epochs"], len(rows), per_device_batch * world)
     hp["epochs"] = schedule["epochs"]
-    identity = {**run_identity(config, hp, model_id, train_sha), "precision": precision}
+    parent_id = parent.adapter_id if parent else None
+    identity = {**run_identity(config, hp, model_id, train_sha, parent_id), "precision": precision}
     if resume_from is not None and (out / "checkpoints" / RUN_FILE).exists():
         before = read_json(out / "checkpoints" / RUN_FILE)
         changed = sorted(k for k in identity if before.get(k) != identity[k])
@@ -138,6 +149,9 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
+        if parent is not None:
+            check_targets(parent, model.peft_config["default"].target_modules)
+            load_parent_weights(model, parent)
         if device == "cpu":
             use_cpu_dropout(model)
             if precision == "bf16":
@@ -215,16 +229,22 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
         peak = _peak_memory(device)
         seconds = round(time.time() - start, 2)
         restore_head(model)
+        own_id = None
         if main:
+            from kia.engines import adapter_id
+
             model.save_pretrained(out, safe_serialization=True)
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            own_id = adapter_id(out)
             write_manifest(
                 out,
                 stage="inject",
                 config=replace(config, targets=tuple(hp["targets"])),
                 files=["adapter_model.safetensors", "adapter_config.json", "train_log.jsonl"],
                 model=model_id,
-                base_model={"id": model_id, "sha256": sha256_tree(model_id) if Path(model_id).is_dir() else None},
+                base_model={"id": model_id, "sha256": base_sha},
+                adapter_id=own_id,
+                lineage=lineage(parent, build_dir, train_sha),
                 base_model_architectures=list(getattr(model.base_model.model.config, "architectures", None) or []),
                 build=str(build_dir),
                 inputs={"train": {"path": str(train_path), "sha256": train_sha}},
@@ -258,8 +278,9 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
         trainer.accelerator.wait_for_everyone()
     schedule = {**schedule, "steps_run": trainer.state.global_step}
     return InjectResult(
-        out, curve, final, base_rel, tokens_per_second, seconds, peak["rss_mb"], hp, precision, schedule
-    )
+        out, curve, final, base_rel, tokens_per_second, seconds, peak["rss_mb"], hp, precision, schedule,
+        own_id, str(parent.path) if parent else None,
+    )  # fmt: skip
 
 
 class _ListDataset:
