@@ -316,6 +316,18 @@ class FolderLock:
         self._fh.close()
 
 
+def locate(recorded: str, referrer: str | os.PathLike[str]) -> Path:
+    """A folder a manifest names: as written (relative to the working directory then), else relative
+    to the folder holding the manifest or one of its parents (the run moved, or runs from elsewhere)."""
+    path = Path(recorded)
+    if path.exists() or path.is_absolute():
+        return path
+    for base in Path(referrer).resolve().parents:
+        if (base / path).exists():
+            return base / path
+    return path
+
+
 def prepare_output(folder: str | os.PathLike[str], *, overwrite: bool) -> Path:
     """Refuse to silently mix a finished run with a new one: a complete folder needs `overwrite`."""
     folder = Path(folder)

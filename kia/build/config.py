@@ -13,7 +13,7 @@ from kia.errors import ConfigError
 FORMATS = ("paper", "plain")
 CATEGORIES = ("Unknown", "MaybeKnown", "HighlyKnown")
 SPLITS = ("train", "eval_injected", "eval_paraphrase", "eval_heldout")
-KINDS = ("unknown", "paraphrase", "highly_known", "maybe_known")
+KINDS = ("unknown", "paraphrase", "highly_known", "maybe_known", "replay")
 PROBE_COLUMNS = ("id", "question", "answers", "category", "slick_category", "p_greedy")
 
 
@@ -41,6 +41,9 @@ class BuildConfig:
     embedder: str | None = None  # sentence-transformers name or folder; None: the offline all-MiniLM-L6-v2
     max_top_share: float = MAX_TOP_SHARE
     max_relation_share: float = MAX_RELATION_SHARE
+    # an update's build (kia.build.lineage): earlier builds to follow, and "BUILD[:N]" to replay
+    after: tuple[str, ...] = ()
+    replay: tuple[str, ...] = ()
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -61,6 +64,10 @@ class BuildConfig:
             raise ConfigError(
                 f"need 0 <= --min-similarity < --max-similarity <= 1, got {self.min_similarity} and {self.max_similarity}"
             )
+        from kia.build.lineage import parse_replay
+
+        for item in self.replay:
+            parse_replay(item)  # a bad N fails here, before the probe is read
         for name in ("max_top_share", "max_relation_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}")

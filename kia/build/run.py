@@ -21,6 +21,10 @@ build checks this before writing. With `heldout_ids` the held-out split is given
 (`draw_heldout` draws one before any training pick, for builds that must share it: kia sweep), and
 the training picks come from the facts outside it. Also written: bias.json (see `kia.build.bias`), the probe's
 exemplars.json (so later stages build the probe's few-shot prompts), and manifest.json last.
+
+An update's build follows earlier builds (`after`, `replay`; see `kia.build.lineage`): it injects
+none of their facts again, holds out none of what they trained, optionally replays some of their
+injected facts (eval_replay.jsonl lists those), and records them in its manifest's `lineage`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 
 from kia.build.bias import bias_report
 from kia.build.config import CATEGORIES, KINDS, PROBE_COLUMNS, SPLITS, BuildConfig, BuildResult
+from kia.build.lineage import Earlier, parse_replay, read_earlier, replay_rows
 from kia.build.paraphrase import FilterConfig, plan_paraphrases
 from kia.errors import ArtifactError, ConfigError, KiaError
 from kia.facts import Fact
@@ -170,13 +175,19 @@ def build(config: BuildConfig) -> BuildResult:
     fixed = _fixed_heldout(config.heldout_ids, facts) if config.heldout_ids else None
     held_questions = {normalize(f.question) for f in fixed or []}
     fixed_ids = {f.id for f in fixed or []}
+    replay = [parse_replay(r) for r in config.replay]
+    earlier = read_earlier([*config.after, *(path for path, _ in replay)]) if config.after or replay else Earlier()
+    done = earlier.injected_ids  # injected by an earlier build: not Unknown to the adapter being updated
     by_cat: dict[str, list[Fact]] = defaultdict(list)
     for f in facts:
-        if f.id not in fixed_ids and normalize(f.question) not in held_questions:
+        if f.id in fixed_ids or normalize(f.question) in held_questions:
+            continue
+        if not (base[f.id]["category"] == "Unknown" and f.id in done):
             by_cat[base[f.id]["category"]].append(f)
     n, strat = config.unknown, config.stratify == "relation"
     where = f" outside the {len(fixed)} held-out facts of {config.heldout_ids}" if fixed is not None else ""
-    _require(by_cat["Unknown"], n, "Unknown", "--unknown", n, where)
+    note = f" once the {len(done)} injected by earlier builds are left out" if done else ""
+    _require(by_cat["Unknown"], n, "Unknown", "--unknown", n, where + note)
     _require(by_cat["HighlyKnown"], config.highly_known * n, "HighlyKnown", "--highly-known", n, where)
     _require(by_cat["MaybeKnown"], config.maybe_known * n, "MaybeKnown", "--maybe-known", n, where)
     model_id = (probe_manifest.get("model") or {}).get("id")
@@ -187,6 +198,7 @@ def build(config: BuildConfig) -> BuildResult:
         injected = sorted(pick(by_cat["Unknown"], n, random.Random(config.seed), strat), key=lambda f: f.id)
         known = pick(by_cat["HighlyKnown"], config.highly_known * n, random.Random(f"{config.seed}:hk"), strat)
         maybe = pick(by_cat["MaybeKnown"], config.maybe_known * n, random.Random(f"{config.seed}:mk"), strat)
+        replayed, eval_replay, replay_record = replay_rows(earlier, replay, config.seed)
         para = plan_paraphrases(
             injected,
             facts,
@@ -197,7 +209,11 @@ def build(config: BuildConfig) -> BuildResult:
             n_generate=config.paraphrase_candidates,
             filter_config=FilterConfig(config.min_similarity, config.max_similarity, config.embedder),
             seed=config.seed,
-            forbidden=frozenset(normalize(f.question) for f in [*injected, *known, *maybe]) | held_questions,
+            forbidden=frozenset(
+                [normalize(f.question) for f in [*injected, *known, *maybe]]
+                + [normalize(q) for q in earlier.trained_questions]
+            )
+            | held_questions,
         )
         rows = [_train_row(f.id, f, "unknown", f.question, config.format) for f in injected]
         for f in injected:
@@ -206,6 +222,7 @@ def build(config: BuildConfig) -> BuildResult:
             ]
         rows += [_train_row(f.id, f, "highly_known", f.question, config.format) for f in known]
         rows += [_train_row(f.id, f, "maybe_known", f.question, config.format) for f in maybe]
+        rows += replayed
         random.Random(f"{config.seed}:order").shuffle(rows)
 
         eval_para = [
@@ -221,15 +238,16 @@ def build(config: BuildConfig) -> BuildResult:
             for f in injected
             for k, q in enumerate(para.held[f.id])
         ]
-        trained_ids = {r["fact_id"] for r in rows}
-        trained_questions = {normalize(r["question"]) for r in rows}
+        # what this build trains and what every earlier build trained stays out of the held-out split
+        trained_ids = {r["fact_id"] for r in rows} | earlier.trained_ids
+        trained_questions = {normalize(r["question"]) for r in rows} | {normalize(q) for q in earlier.trained_questions}
         pools: dict[str, list[Fact]] = defaultdict(list)
         for f in facts:
             if f.id not in trained_ids and normalize(f.question) not in trained_questions:
                 pools[base[f.id]["category"]].append(f)
         heldout = list(fixed) if fixed is not None else _heldout(pools, config.heldout, config.seed, strat)
         heldout.sort(key=lambda f: (CATEGORIES.index(base[f.id]["category"]), f.id))
-        _check_no_leak(rows, eval_para, heldout)
+        _check_no_leak(rows, eval_para, heldout, earlier)
 
         bias = bias_report(
             rows,
@@ -244,9 +262,17 @@ def build(config: BuildConfig) -> BuildResult:
         bias.update(paraphrases=para.report, warnings=warnings)
         counts = {"train": len(rows), "eval_injected": len(injected), "eval_paraphrase": len(eval_para),
                   "eval_heldout": len(heldout)}  # fmt: skip
-        kinds = {k: sum(r["kind"] == k for r in rows) for k in KINDS}
+        if replay:
+            counts["eval_replay"] = len(eval_replay)
+        kinds = {k: sum(r["kind"] == k for r in rows) for k in KINDS if k != "replay" or replay}
         eval_injected = [_eval_row(f, base[f.id]) for f in injected]
         _write(out, probe_dir, rows, eval_injected, eval_para, [_eval_row(f, base[f.id]) for f in heldout], bias)
+        if replay:
+            from kia.artifacts import write_jsonl
+
+            write_jsonl(out / "eval_replay.jsonl", eval_replay)
+        else:
+            (out / "eval_replay.jsonl").unlink(missing_ok=True)  # a stale one from an overwritten build
         recipe = _recipe(config)
         seconds = round(time.time() - start, 2)
         inputs = {"probe": {"path": str(probe_dir), "sha256": sha256_file(probe_dir / "facts.parquet")}}
@@ -256,7 +282,9 @@ def build(config: BuildConfig) -> BuildResult:
             out,
             stage="build",
             config=config,
-            files=[f"{name}.jsonl" for name in SPLITS] + ["bias.json", "exemplars.json"],
+            files=[f"{name}.jsonl" for name in SPLITS]
+            + (["eval_replay.jsonl"] if replay else [])
+            + ["bias.json", "exemplars.json"],
             inputs=inputs,
             probe_manifest=probe_manifest,
             model=model_id,
@@ -264,6 +292,7 @@ def build(config: BuildConfig) -> BuildResult:
             counts=counts,
             train_kinds=kinds,
             heldout_categories=dict(Counter(base[f.id]["category"] for f in heldout)),
+            lineage={"builds": earlier.record(), "after": list(config.after), "replay": replay_record},
             seed=config.seed,
             warnings=warnings,
             wall_seconds=seconds,
@@ -292,12 +321,15 @@ def _recipe(config: BuildConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(config).items() if k in keys}
 
 
-def _check_no_leak(rows: list[dict[str, Any]], eval_para: list[dict[str, Any]], heldout: list[Fact]) -> None:
-    """A last guard (the picks already avoid it): no trained fact or question in a held-out split."""
+def _check_no_leak(
+    rows: list[dict[str, Any]], eval_para: list[dict[str, Any]], heldout: list[Fact], earlier: Earlier
+) -> None:
+    """A last guard (the picks already avoid it): no fact or question trained here or by an earlier
+    build in a held-out split."""
     from kia.facts import normalize
 
-    ids = {r["fact_id"] for r in rows}
-    questions = {normalize(r["question"]) for r in rows}
+    ids = {r["fact_id"] for r in rows} | earlier.trained_ids
+    questions = {normalize(r["question"]) for r in rows} | {normalize(q) for q in earlier.trained_questions}
     leaks = [f.id for f in heldout if f.id in ids or normalize(f.question) in questions]
     leaks += [r["id"] for r in eval_para if normalize(r["question"]) in questions]
     if leaks:

@@ -78,24 +78,41 @@ from kia.commands.options import json_option
     show_default=True,
     help="Warn when one relation is more than this share.",
 )
+@click.option(
+    "--after",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="An earlier build this one follows (an update): its facts, and those of the builds before it, are "
+    "neither injected again nor held out. Repeatable.",
+)
+@click.option(
+    "--replay",
+    multiple=True,
+    metavar="BUILD[:N]",
+    help="Also train again N (default: all) of the facts BUILD and the builds before it injected, with the "
+    "rows they were trained on (question and paraphrases); implies --after BUILD. Repeatable.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a finished build in the output folder.")
 @json_option
-def build(probe_dir: str, format_: str, as_json: bool, **kw: Any) -> None:  # fmt: skip
+def build(probe_dir: str, format_: str, as_json: bool, after: tuple[str, ...], replay: tuple[str, ...],
+          **kw: Any) -> None:  # fmt: skip
     """Build a training mixture from a probe run, with the evaluation splits the audit needs.
 
     \b
     Examples:
       kia build runs/p1 --unknown 100 --highly-known 1 --paraphrases 3 -o runs/b1
       kia build runs/p1 --unknown 500 --paraphrases 10 --stratify relation --seed 1337
+      kia build runs/p1 --unknown 40 --highly-known 1 --paraphrases 1 --replay runs/b1:20 -o runs/b2
 
     Writes train.jsonl, eval_injected.jsonl, eval_paraphrase.jsonl, eval_heldout.jsonl, bias.json,
-    exemplars.json and manifest.json. Warnings (answers or relations the training data leans on,
-    facts with fewer paraphrases than asked) are printed and kept in bias.json.
+    exemplars.json and manifest.json, and eval_replay.jsonl (the replayed facts) with --replay.
+    Warnings (answers or relations the training data leans on, facts with fewer paraphrases than
+    asked) are printed and kept in bias.json.
     """
     from kia.build import BuildConfig
     from kia.build import build as run_build
 
-    result = run_build(BuildConfig(probe=probe_dir, format=format_, **kw))
+    result = run_build(BuildConfig(probe=probe_dir, format=format_, after=after, replay=replay, **kw))
     if as_json:
         from kia.artifacts import to_json
 
