@@ -5,7 +5,9 @@
 - `assemble`: audit.json's sections from those answers; `metrics`: one metric entry with its
   interval and test; `shift`, `collapse`, `refusals`: the paper's three kinds of harm;
 - `benchmarks`: lm-evaluation-harness tasks, paired per document; `stats`: intervals and tests;
-- `policy`: the TOML thresholds and the verdict.
+- `policy`: the TOML thresholds and the verdict;
+- `update`: an update's audit against the production adapter (retention, the lost facts, every
+  measure with production as the reference); `parity`: vLLM's answers checked against peft's.
 """
 
 from kia.audit.config import AuditConfig, AuditResult

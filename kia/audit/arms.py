@@ -39,15 +39,9 @@ class Inputs:
 
 
 def _locate(recorded: str, referrer: Path) -> Path:
-    """A folder a manifest names: as written (relative to the working directory then), else relative
-    to the folder holding the manifest or one of its parents (the run moved, or runs from elsewhere)."""
-    path = Path(recorded)
-    if path.exists() or path.is_absolute():
-        return path
-    for base in referrer.resolve().parents:
-        if (base / path).exists():
-            return base / path
-    return path
+    from kia.artifacts import locate
+
+    return locate(recorded, referrer)
 
 
 def resolve_inputs(config: AuditConfig) -> Inputs:
@@ -147,23 +141,32 @@ def greedy_answers(
     sets: ExemplarSets,
     pc: dict[str, Any],
     *,
-    adapter: bool,
+    adapter: bool | str,
     prior: Sequence[Sequence[str]] | None = None,
 ) -> list[list[str]]:
     """Greedy answers of every fact with every exemplar set (the probe's prompts), continuing from
     `prior` answers where given (the probe's lazy schedule may have stopped a fact early)."""
     n_sets = int(pc.get("n_sets", 10))
     answers = [list(p)[:n_sets] for p in prior] if prior is not None else [[] for _ in facts]
-    build = PromptBuilder(engine)
     todo = [(i, s) for i, f in enumerate(facts) for s in range(len(answers[i]), n_sets)]
-    prompts = [build([(e.question, e.answer) for e in sets.for_fact(facts[i], s)], facts[i].question) for i, s in todo]
+    outs = set_answers(engine, [(facts[i], s) for i, s in todo], sets, pc, adapter=adapter)
+    for (i, _), out in zip(todo, outs, strict=True):
+        answers[i].append(out)
+    return answers
+
+
+def set_answers(
+    engine: Engine, pairs: Sequence[tuple[Fact, int]], sets: ExemplarSets, pc: dict[str, Any], *, adapter: bool | str
+) -> list[str]:
+    """The greedy answer of each (fact, exemplar set) pair, prompted as the probe prompts it."""
+    if not pairs:
+        return []
+    build = PromptBuilder(engine)
+    prompts = [build([(e.question, e.answer) for e in sets.for_fact(f, s)], f.question) for f, s in pairs]
     sampling = Sampling(
         n=1, temperature=0.0, max_new_tokens=int(pc.get("max_new_tokens", 32)), seed=int(pc.get("seed", 0))
     )
-    outs = engine.generate(prompts, sampling, adapter=adapter) if prompts else []
-    for (i, _), out in zip(todo, outs, strict=True):
-        answers[i].append(extract_answer(out[0]))
-    return answers
+    return [extract_answer(out[0]) for out in engine.generate(prompts, sampling, adapter=adapter)]
 
 
 def _probe_answers(inputs: Inputs, facts: Sequence[Fact]) -> list[list[str]] | None:
@@ -218,6 +221,8 @@ def run_arms(
             differ = sum(p[:1] != f for p, f in zip(prior["heldout"], fresh, strict=False) if p)
             if differ:
                 reusable, note = False, f"spot check: {differ} of {len(facts)} base answers differ from the probe run's"
+    if reusable and "retention" in splits:  # an update's: reused where the probe has its facts, never vetoing
+        prior["retention"] = _probe_answers(inputs, splits["retention"].facts)
     for name, split in splits.items():
         if not split.facts:
             continue
@@ -227,3 +232,14 @@ def run_arms(
         say(f"{name} ({len(split.facts)} facts): adapted arm")
         split.adapted = greedy_answers(engine, split.facts, sets, pc, adapter=True)
     return reusable, note
+
+
+def run_production_arm(
+    engine: Engine, splits: dict[str, Arms], sets: ExemplarSets, pc: dict[str, Any], say: Progress
+) -> None:
+    """An update's third arm: every split's answers through the production adapter (loaded in the
+    engine under the name "production"), on the same prompts as the other two arms."""
+    for name, split in splits.items():
+        if split.facts:
+            say(f"{name} ({len(split.facts)} facts): production arm")
+            split.production = greedy_answers(engine, split.facts, sets, pc, adapter="production")

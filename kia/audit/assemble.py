@@ -168,11 +168,11 @@ def assemble(
                 injected_relations=relations,
             )
             shifted.append({"shift": d, "reasons": reasons, "i": i})
-        per_fact.append(_fact_row(held, i, (hb[i], ha[i]), (ref_b[i], ref_a[i]), d, reasons))
+        per_fact.append(fact_row(held, i, (hb[i], ha[i]), (ref_b[i], ref_a[i]), d, reasons))
     for s in (inj, para):
         sb, sa = p[s.name]
         rb, ra = detector.flags(s.first("base")), detector.flags(s.first("adapted"))
-        per_fact += [_fact_row(s, i, (sb[i], sa[i]), (rb[i], ra[i]), None, []) for i in range(len(s.facts))]
+        per_fact += [fact_row(s, i, (sb[i], sa[i]), (rb[i], ra[i]), None, []) for i in range(len(s.facts))]
 
     changed = [x != y for b, a in zip(inj.base, inj.adapted, strict=True) for x, y in zip(b, a, strict=False)]
     shares = sh.shift_shares(matrix)
@@ -205,7 +205,7 @@ def assemble(
     return report, per_fact
 
 
-def _fact_row(
+def fact_row(
     s: Arms, i: int, p: tuple[float, float], refused: tuple[bool, bool], shift: str | None, reasons: list[str]
 ) -> dict[str, Any]:
     r = s.rows[i]

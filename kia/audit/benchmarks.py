@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import json
 import logging
 import os
@@ -332,6 +333,41 @@ def base_key(plan: BenchmarkPlan, *, limit: int | None, batch_size: int) -> str:
     return json.dumps({"tasks": tasks, "limit": limit, "batch_size": batch_size}, sort_keys=True)
 
 
+def benchmark_scores(
+    model: Any,
+    tokenizer: Any,
+    plan: BenchmarkPlan,
+    manager: Any,
+    arms: Sequence[bool | str],
+    *,
+    batch_size: int = 32,
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, dict[tuple[str, int], float]]]:
+    """Every task's per-document scores for each arm, in order, on the one loaded peft model:
+    False = the base (inside `disable_adapter()`), True = the main adapter, a name = that named
+    adapter (an update's production adapter)."""
+    import contextlib
+
+    from lm_eval.models.huggingface import HFLM
+
+    from kia.engines.hf import use_adapter
+
+    with _quiet():
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    out = []
+    for arm in arms:
+        label = "base" if arm is False else "adapted" if arm is True else arm
+        if progress:
+            progress(
+                f"benchmarks, {label} arm" + (f": {', '.join(s.name for s in plan.specs)}" if arm is False else "")
+            )
+        context = model.disable_adapter() if arm is False else use_adapter(model, arm) if isinstance(arm, str) else None
+        with context or contextlib.nullcontext():
+            out.append(evaluate_arm(lm, plan, manager, limit=limit))
+    return out
+
+
 def run_benchmarks(
     model: Any,
     tokenizer: Any,
@@ -351,25 +387,17 @@ def run_benchmarks(
     audit of another adapter on the same base model, with the same tasks, limit and batch size,
     takes them from there instead of running the base arm again. The base arm does not depend on
     the adapter, so the scores are the ones it would compute."""
-    from lm_eval.models.huggingface import HFLM
-
     if not plan.specs:
         return {}
-    with _quiet():
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     key = base_key(plan, limit=limit, batch_size=batch_size)
+    scores = functools.partial(benchmark_scores, model, tokenizer, plan, manager, batch_size=batch_size, limit=limit)
     if base_cache is not None and key in base_cache:
         base = base_cache[key]
         if progress:
             progress(f"benchmarks, base arm: {', '.join(s.name for s in plan.specs)} (shared, computed earlier)")
+        (adapted,) = scores([True], progress=progress)
     else:
-        if progress:
-            progress(f"benchmarks, base arm: {', '.join(s.name for s in plan.specs)}")
-        with model.disable_adapter():
-            base = evaluate_arm(lm, plan, manager, limit=limit)
+        base, adapted = scores([False, True], progress=progress)
         if base_cache is not None:
             base_cache[key] = base
-    if progress:
-        progress("benchmarks, adapted arm")
-    adapted = evaluate_arm(lm, plan, manager, limit=limit)
     return {s.name: compare(base[s.name], adapted[s.name], n_boot=n_boot, seed=seed) for s in plan.specs}

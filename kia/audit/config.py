@@ -17,6 +17,7 @@ class AuditConfig:
     """None means "take it from the stage manifests" (model, build, probe) or the default."""
 
     adapter: str
+    against: str | None = None  # the production adapter an update (`adapter`) would replace
     model: str | None = None
     build: str | None = None
     probe: str | None = None
@@ -31,6 +32,7 @@ class AuditConfig:
     bench_batch_size: int = 32
     bench_limit: int | None = None  # documents per benchmark task (quick checks only)
     refusal_embeddings: bool = True  # also detect refusals by embedding similarity
+    parity_prompts: int = 64  # --engine vllm: prompts re-asked through peft to check the engine (0: skip)
     reuse_probe: bool = True
     n_boot: int = 2000
     seed: int = 0
@@ -48,6 +50,10 @@ class AuditConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.bench_limit is not None and self.bench_limit < 1:
             raise ConfigError(f"--bench-limit must be at least 1, got {self.bench_limit}")
+        if self.parity_prompts < 0:
+            raise ConfigError(f"--parity-prompts must be 0 or more, got {self.parity_prompts}")
+        if self.against is not None and Path(self.against).resolve() == Path(self.adapter).resolve():
+            raise ConfigError(f"--against {self.against} is the adapter audited itself; name the production adapter")
         if self.n_boot < 100:
             raise ConfigError(f"n_boot must be at least 100 for a usable interval, got {self.n_boot}")
 
@@ -61,6 +67,8 @@ class AuditResult:
     report: Path | None
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    # an update's audit: audit.json's `update` section (candidate vs production, the lost facts)
+    update: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:

@@ -130,17 +130,22 @@ def full_share(p_greedy: Sequence[float]) -> list[bool]:
 @dataclass
 class Arms:
     """One evaluation split: its rows, the facts as prompted, and each arm's greedy answers per
-    exemplar set (`base[i][s]` = fact i, set s)."""
+    exemplar set (`base[i][s]` = fact i, set s). `adapted` is the adapter audited (the candidate
+    of an update); `production`, in an update's audit, the adapter it would replace."""
 
     name: str
     rows: list[dict[str, Any]]
     facts: list[Fact]
     base: list[list[str]] = field(default_factory=list)
     adapted: list[list[str]] = field(default_factory=list)
+    production: list[list[str]] = field(default_factory=list)
+
+    def answers(self, arm: str) -> list[list[str]]:
+        return {"base": self.base, "adapted": self.adapted, "production": self.production}[arm]
 
     def p_greedy(self, arm: str, match: str) -> list[float]:
         """Per fact: P_greedy = correct greedy answers / exemplar sets."""
-        answers = self.base if arm == "base" else self.adapted
+        answers = self.answers(arm)
         return [
             sum(is_correct(a, f.answers, match) for a in ans) / len(ans) if ans else 0.0  # type: ignore[arg-type]
             for f, ans in zip(self.facts, answers, strict=True)
@@ -148,4 +153,4 @@ class Arms:
 
     def first(self, arm: str) -> list[str]:
         """Per fact: the greedy answer with the first exemplar set (the paper's refusal check uses it)."""
-        return [a[0] if a else "" for a in (self.base if arm == "base" else self.adapted)]
+        return [a[0] if a else "" for a in self.answers(arm)]

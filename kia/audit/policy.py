@@ -35,6 +35,13 @@ class Policy:
     explosion_floor: int = 5  # an exploded answer is given to at least this many held-out questions
     explosion_factor: float = 5.0  # ... and to at least this many times as many as by the base model
     refusal_similarity: float = 0.7  # embedding cosine to a refusal example that counts as a refusal
+    # An update (kia audit NEW --against OLD) is judged against the production adapter OLD:
+    max_retention_loss: float = 0.05  # share of the facts production answers that the candidate lost
+    max_update_negative_shift: float = 0.15  # held-out facts that moved down from production's category
+    max_update_benchmark_drop: float = 0.05  # accuracy drop from production, judged with its interval
+    max_update_refusal_change: float = 0.10  # |candidate − production| refusal rate
+    max_update_exploded_answers: int = 3  # answers given to far more questions than production gives them
+    min_engine_parity: float = 0.95  # --engine vllm: warn below this agreement with peft (never fails)
     source: str = "built-in defaults"
 
     def thresholds(self) -> dict[str, Any]:
@@ -53,6 +60,12 @@ _SPEC: dict[str, tuple[str, float | None, float | None]] = {
     "explosion_floor": ("int", 1, None),
     "explosion_factor": ("float", 1, None),
     "refusal_similarity": ("share", 0, 1),
+    "max_retention_loss": ("share", 0, 1),
+    "max_update_negative_shift": ("share", 0, 1),
+    "max_update_benchmark_drop": ("share", 0, 1),
+    "max_update_refusal_change": ("share", 0, 1),
+    "max_update_exploded_answers": ("int", 0, None),
+    "min_engine_parity": ("share", 0, 1),
 }
 assert set(_SPEC) == {f.name for f in fields(Policy)} - {"source"}
 
@@ -136,8 +149,15 @@ def judge(policy: Policy, audit: Mapping[str, Any]) -> tuple[str, list[str], lis
       maximum AND the drop is significant, i.e. the whole 95 % interval of adapted − base lies
       below zero. A small benchmark's noise therefore never fails a gate on its own, while a real
       loss bigger than the budget always does.
+    An update (audit.json has `update`: the candidate against the production adapter) keeps the
+    first three rules (the candidate must be a working adapter) and judges harm against
+    production, not the base model, since what production already broke is not the update's doing:
+    - max_retention_loss: of the facts production answers, the share the candidate lost;
+    - max_update_negative_shift, max_update_refusal_change, max_update_exploded_answers,
+      max_update_benchmark_drop: the rules above with production in the base's place.
     """
     metrics = audit.get("metrics", {})
+    update = audit.get("update")
     checks: list[Check] = []
 
     def add(rule: str, passed: bool, text: str) -> None:
@@ -174,39 +194,64 @@ def judge(policy: Policy, audit: Mapping[str, Any]) -> tuple[str, list[str], lis
     if policy.min_generalisation > 0 and gen.get("adapted") is not None:
         what = f"generalisation {_f(gen['adapted'])} ({gen.get('n')} paraphrases)"
         limit("min_generalisation", gen["adapted"], policy.min_generalisation, what, at_least=True)
+    if update is None:
+        _harm(policy, audit, "", "base", add, limit)
+    else:
+        loss = update.get("metrics", {}).get("retention_loss", {})
+        if loss.get("adapted") is not None:
+            lost, n = len(update.get("lost") or []), loss.get("n")
+            what = (
+                f"the candidate lost {lost} of the {n} facts the production adapter answers "
+                f"(retention loss {_f(loss['adapted'])})"
+            )
+            limit("max_retention_loss", loss["adapted"], policy.max_retention_loss, what, at_least=False)
+        _harm(policy, update, "update_", "production", add, limit)
+    reasons = [c.text for c in checks if not c.passed]
+    return ("FAIL" if reasons else "PASS"), reasons, checks
+
+
+def _harm(policy: Policy, section: Mapping[str, Any], prefix: str, reference: str, add: Any, limit: Any) -> None:
+    """The harm rules on one comparison: the plain audit's (reference "base", the max_* keys) or an
+    update's (reference "production", the max_update_* keys)."""
+    metrics = section.get("metrics", {})
+
+    def key(name: str) -> str:
+        return f"max_{prefix}{name}"
+
+    against = "" if reference == "base" else " from production"
     neg = metrics.get("negative_shift", {})
     if neg.get("adapted") is not None:
-        what = f"negative shift {_f(neg['adapted'])} (of {neg.get('n')} HighlyKnown/MaybeKnown held-out facts)"
-        limit("max_negative_shift", neg["adapted"], policy.max_negative_shift, what, at_least=False)
+        what = f"negative shift{against} {_f(neg['adapted'])} (of {neg.get('n')} HighlyKnown/MaybeKnown held-out facts)"
+        limit(key("negative_shift"), neg["adapted"], getattr(policy, key("negative_shift")), what, at_least=False)
     ref = metrics.get("refusal_rate", {})
     if ref.get("delta") is not None:
-        ok = abs(ref["delta"]) <= policy.max_refusal_change
+        bound = getattr(policy, key("refusal_change"))
+        ok = abs(ref["delta"]) <= bound
         add(
-            "max_refusal_change",
+            key("refusal_change"),
             ok,
-            f"refusal rate changed by {ref['delta']:+.3f} ({_f(ref['base'])} -> "
-            f"{_f(ref['adapted'])}) {'within' if ok else 'beyond'} max_refusal_change {policy.max_refusal_change:.3f}",
+            f"refusal rate changed{against} by {ref['delta']:+.3f} ({_f(ref['base'])} -> "
+            f"{_f(ref['adapted'])}) {'within' if ok else 'beyond'} {key('refusal_change')} {bound:.3f}",
         )
     exp = metrics.get("exploded_answers", {})
     if exp.get("adapted") is not None:
         n_exp = int(exp["adapted"])
         shown = ", ".join(
             f"'{e['answer']}' {e['base']} -> {e['adapted']} questions"
-            for e in audit.get("collapse", {}).get("exploded", [])[:3]
+            for e in section.get("collapse", {}).get("exploded", [])[:3]
         )
-        what = f"{n_exp} exploded answers{f' ({shown})' if shown else ''}"
-        limit("max_exploded_answers", n_exp, policy.max_exploded_answers, what, at_least=False, fmt="d")
-    for task, b in sorted(audit.get("benchmarks", {}).items()):
+        what = f"{n_exp} exploded answers{against}{f' ({shown})' if shown else ''}"
+        limit(key("exploded_answers"), n_exp, getattr(policy, key("exploded_answers")), what, at_least=False, fmt="d")
+    bound = getattr(policy, key("benchmark_drop"))
+    for task, b in sorted(section.get("benchmarks", {}).items()):
         drop = b["base"] - b["adapted"]
         significant = b.get("ci_high") is not None and b["ci_high"] < 0
-        ok = not (drop > policy.max_benchmark_drop and significant)
+        ok = not (drop > bound and significant)
         add(
-            f"max_benchmark_drop:{task}",
+            f"{key('benchmark_drop')}:{task}",
             ok,
-            f"benchmark {task}: accuracy {_f(b['base'])} -> {_f(b['adapted'])} "
+            f"benchmark {task}{against}: accuracy {_f(b['base'])} -> {_f(b['adapted'])} "
             f"(change {-drop:+.3f}, 95% CI [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}], p {b['p_value']:.3g}); "
             + ("a significant drop beyond" if not ok else "no significant drop beyond")
-            + f" max_benchmark_drop {policy.max_benchmark_drop:.3f}",
+            + f" {key('benchmark_drop')} {bound:.3f}",
         )
-    reasons = [c.text for c in checks if not c.passed]
-    return ("FAIL" if reasons else "PASS"), reasons, checks

@@ -14,6 +14,14 @@ with the probe run's few-shot exemplar sets, greedy, every set:
 - the adapter's sanity: it loads, fits the base model, and is not a no-op.
 Then `kia.audit.policy.judge` gives the verdict. Output folder: audit.json, per_fact.jsonl,
 report.html (when the report module is installed) and manifest.json, written last.
+
+    kia audit runs/a2 --against runs/a1    # an update, judged against the adapter in production
+
+With `against`, the production adapter is loaded beside the candidate (one base load) and a third
+arm answers every prompt through it; audit.json keeps the plain audit and adds `update`
+(`kia.audit.update`). With `engine="vllm"`, a seeded sample of the prompts is asked again through
+transformers + peft and the agreement is reported (`kia.audit.parity`). Adapters are named by the
+hash of their weights (`provenance.adapter_id`).
 Only three-way categories are needed (Pletenev et al. use greedy answers only), so no sampling runs.
 """
 
@@ -37,13 +45,29 @@ from kia.artifacts import (
     write_jsonl,
     write_manifest,
 )
-from kia.audit.arms import exemplar_sets, load_split, lora_b_all_zero, resolve_inputs, run_arms
+from kia.audit.arms import exemplar_sets, load_split, lora_b_all_zero, resolve_inputs, run_arms, run_production_arm
 from kia.audit.assemble import assemble
-from kia.audit.benchmarks import check_available, resolve_benchmarks, run_benchmarks, task_manager
+from kia.audit.benchmarks import (
+    benchmark_scores,
+    check_available,
+    compare,
+    resolve_benchmarks,
+    run_benchmarks,
+    task_manager,
+)
 from kia.audit.config import AuditConfig, AuditResult, Progress
+from kia.audit.parity import engine_parity
 from kia.audit.policy import judge, load_policy
 from kia.audit.refusals import RefusalDetector
-from kia.engines import Engine, EngineConfig, check_adapter, load_engine
+from kia.audit.update import (
+    overlap_warning,
+    production_fields,
+    production_views,
+    resolve_production,
+    retention_split,
+    update_section,
+)
+from kia.engines import Engine, EngineConfig, adapter_id, check_adapter, load_engine
 from kia.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------ audit
@@ -62,6 +86,8 @@ def audit(
     answers per arm; benchmarks then need `benchmarks=("none",)`). `base_benchmarks` shares the
     benchmarks' base arm between audits of adapters on the same base model (kia sweep): see
     `kia.audit.benchmarks.run_benchmarks`.
+    With `config.against` the adapter is an update judged against that production adapter
+    (`kia.audit.update`).
     """
     start = time.time()
     say = progress or (lambda _msg: None)
@@ -72,6 +98,12 @@ def audit(
     splits = {name: load_split(inputs.build, name) for name in ("injected", "paraphrase", "heldout")}
     train = read_jsonl(inputs.build / "train.jsonl") if (inputs.build / "train.jsonl").exists() else []
     warnings: list[str] = []
+    own_id = adapter_id(inputs.adapter)
+    production = resolve_production(config.against, inputs.adapter, own_id) if config.against else None
+    if production is not None:
+        splits["retention"] = retention_split(production)
+        if note := overlap_warning(production, splits["heldout"]):
+            warnings.append(note)
     with claim_output(config.output, overwrite=config.overwrite) as out:
         # lm-eval's copies of local task files go to the run's own scratch folder, not the system's
         # temp folder: removed at the end, and by the rerun of an audit that was killed
@@ -89,6 +121,7 @@ def audit(
                 inputs.model,
                 engine=config.engine,
                 adapter=str(inputs.adapter),
+                adapters=(("production", str(production.adapter)),) if production else (),
                 quant=inputs.quant,
                 batch_size=config.batch_size,
                 allow_pickle=config.allow_pickle,
@@ -96,60 +129,80 @@ def audit(
                 gpu_memory_utilization=config.gpu_memory_utilization,
             )
             if engine is None:
-                say(f"loading {inputs.model} with the adapter {inputs.adapter} (quant {inputs.quant}, {config.engine})")
+                also = f" and the production adapter {production.adapter}" if production else ""
+                say(
+                    f"loading {inputs.model} with the adapter {inputs.adapter}{also} (quant {inputs.quant}, {config.engine})"
+                )
                 engine = load_engine(engine_config)
             else:
-                check_adapter(inputs.adapter, allow_pickle=config.allow_pickle)
+                for path in (inputs.adapter, *([production.adapter] if production else [])):
+                    check_adapter(path, allow_pickle=config.allow_pickle)
             timings = {"setup": time.time() - start}
             reused, reuse_note = run_arms(engine, splits, sets, pc, inputs, config, say)
+            if production is not None:
+                run_production_arm(engine, splits, sets, pc, say)
             # adapted answers whose logits were NaN or infinite (None: the engine cannot tell)
             nonfinite = dict(engine.nonfinite).get(True) if hasattr(engine, "nonfinite") else None
             timings["generation"] = time.time() - start - sum(timings.values())
-            bench: dict[str, Any] = {}
-            if plan.specs and not hasattr(engine, "model"):
-                # vLLM generated the arms; lm-eval's log-likelihoods go through transformers, loaded
-                # once the vLLM engine has given its memory back.
+            parity = None
+            vllm_arms = getattr(engine, "name", "") == "vllm"
+            if vllm_arms and (plan.specs or config.parity_prompts):
+                # vLLM generated the arms; the parity check and lm-eval's log-likelihoods go
+                # through transformers, loaded once the vLLM engine has given its memory back.
+                lora = getattr(engine, "lora_keys", {})
                 engine.close()
-                say(f"loading {inputs.model} with transformers for the benchmarks")
+                say(f"loading {inputs.model} with transformers" + (" for the benchmarks" if plan.specs else ""))
                 engine = load_engine(dataclasses.replace(engine_config, engine="hf"))
                 own = True
-            if plan.specs:
-                model, tokenizer = engine.model, engine.tokenizer  # type: ignore[attr-defined]
-                bench = run_benchmarks(
-                    model,
-                    tokenizer,
-                    plan,
-                    manager,
-                    batch_size=config.bench_batch_size,
-                    limit=config.bench_limit,
-                    n_boot=config.n_boot,
-                    seed=config.seed,
-                    progress=say,
-                    base_cache=base_benchmarks,
-                )
+                if config.parity_prompts:
+                    say(f"engine parity: {config.parity_prompts} sampled prompts again through peft")
+                    arms = {"base": (False, None), "adapted": (True, own_id)}
+                    if production is not None:
+                        arms["production"] = ("production", production.adapter_id)
+                    parity, notes = engine_parity(
+                        engine, splits, sets, pc, arms, n=config.parity_prompts, seed=config.seed,
+                        threshold=policy.min_engine_parity, engine="vllm",
+                    )  # fmt: skip
+                    parity["lora_requests"] = {k: {"name": v[0], "id": v[1]} for k, v in lora.items()}
+                    warnings += notes
+            bench, bench_update = _benchmarks(
+                engine, plan, manager, config, production is not None, say, base_benchmarks
+            )
             timings["benchmarks"] = time.time() - start - sum(timings.values())
             if own:
                 engine.close()
             say("computing metrics")
-            report, per_fact = assemble(
-                splits,
+            match = str(pc.get("match", "contains"))
+            detector = RefusalDetector(policy.refusal_similarity if config.refusal_embeddings else None)
+            common = dict(
                 train_answers=[str(r["answer"]) for r in train if r.get("answer")],
-                benchmarks=bench,
-                match=str(pc.get("match", "contains")),
+                match=match,
                 policy=policy,
-                detector=RefusalDetector(policy.refusal_similarity if config.refusal_embeddings else None),
+                detector=detector,
                 lora_b_all_zero=lora_b_all_zero(inputs.adapter),
                 n_boot=config.n_boot,
                 seed=config.seed,
             )
+            report, per_fact = assemble(splits, benchmarks=bench, **common)
             report["curve"] = inputs.curve
             report["sanity"]["nonfinite_answers"] = nonfinite
+            if production is not None:
+                against, _ = assemble(production_views(splits), benchmarks=bench_update, **common)
+                report["update"] = update_section(
+                    splits, production, (str(inputs.adapter), own_id), against,
+                    match=match, n_boot=config.n_boot, seed=config.seed,
+                )  # fmt: skip
+                per_fact = production_fields(per_fact, splits, match, detector.flags)
+            if parity is not None:
+                report["parity"] = parity
             timings["metrics"] = time.time() - start - sum(timings.values())
             verdict, reasons, checks = judge(policy, report)
             seconds = round(time.time() - start, 2)
             report = {"verdict": verdict, "reasons": reasons, **report, "checks": [c.to_dict() for c in checks]}
             report["provenance"] = {
                 "adapter": str(inputs.adapter),
+                "adapter_id": own_id,
+                **({"against": str(production.adapter), "against_id": production.adapter_id} if production else {}),
                 "model": inputs.model,
                 "build": str(inputs.build),
                 "probe": str(inputs.probe),
@@ -171,6 +224,7 @@ def audit(
             write_jsonl(out / "per_fact.jsonl", per_fact)
             write_json(out / "audit.json", report)
             report_path = _render(out, warnings) if config.report else None
+            adapters = {"adapter": inputs.adapter, **({"against": production.adapter} if production else {})}
             write_manifest(
                 out,
                 stage="audit",
@@ -179,9 +233,13 @@ def audit(
                 verdict=verdict,
                 reasons=reasons,
                 inputs={
-                    "adapter": {
-                        "path": str(inputs.adapter),
-                        "sha256": _sha(inputs.adapter / "adapter_model.safetensors"),
+                    **{
+                        k: {
+                            "path": str(a),
+                            "sha256": _sha(a / "adapter_model.safetensors"),
+                            "adapter_id": adapter_id(a),
+                        }
+                        for k, a in adapters.items()
                     },
                     "build": {"path": str(inputs.build), "sha256": _sha(inputs.build / "eval_heldout.jsonl")},
                     "probe": {"path": str(inputs.probe), "sha256": _sha(inputs.probe / "facts.parquet")},
@@ -196,7 +254,35 @@ def audit(
             )
         finally:
             plan.cleanup()
-    return AuditResult(out, verdict, reasons, report["metrics"], report_path, seconds, warnings)
+    return AuditResult(out, verdict, reasons, report["metrics"], report_path, seconds, warnings, report.get("update"))
+
+
+def _benchmarks(
+    engine: Engine,
+    plan: Any,
+    manager: Any,
+    config: AuditConfig,
+    update: bool,
+    say: Progress,
+    base_cache: MutableMapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(base vs adapted, production vs adapted) per benchmark task; the second is empty unless
+    this is an update's audit (a third lm-eval arm through the production adapter)."""
+    if not plan.specs:
+        return {}, {}
+    model, tokenizer = engine.model, engine.tokenizer  # type: ignore[attr-defined]
+    if not update:
+        kw: dict[str, Any] = dict(
+            batch_size=config.bench_batch_size, limit=config.bench_limit, progress=say, base_cache=base_cache
+        )
+        return run_benchmarks(model, tokenizer, plan, manager, n_boot=config.n_boot, seed=config.seed, **kw), {}
+    base, prod, cand = benchmark_scores(
+        model, tokenizer, plan, manager, [False, "production", True],
+        batch_size=config.bench_batch_size, limit=config.bench_limit, progress=say,
+    )  # fmt: skip
+    boot = {"n_boot": config.n_boot, "seed": config.seed}
+    plain = {s.name: compare(base[s.name], cand[s.name], **boot) for s in plan.specs}
+    return plain, {s.name: compare(prod[s.name], cand[s.name], **boot) for s in plan.specs}
 
 
 def _sha(path: Path) -> str | None:
@@ -218,4 +304,8 @@ def _render(out: Path, warnings: list[str]) -> Path | None:
 def summary_json(result: AuditResult) -> str:
     """The CLI's --json output."""
     keys = ("output", "verdict", "reasons", "report", "seconds", "warnings", "metrics")
-    return to_json({k: getattr(result, k) for k in keys})
+    out = {k: getattr(result, k) for k in keys}
+    if result.update is not None:
+        u = result.update
+        out["update"] = {k: u[k] for k in ("production", "candidate", "metrics", "lost", "retention_by_build")}
+    return to_json(out)

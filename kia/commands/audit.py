@@ -11,6 +11,9 @@ from kia.commands.options import json_option, vllm_options
 
 @click.command()
 @click.argument("adapter_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--against", default=None, type=click.Path(exists=True, file_okay=False),
+              help="The production adapter this update would replace: audit the update against it (three arms: "
+                   "base, production, candidate; retention of production's facts; the update rules of the policy).")  # fmt: skip
 @click.option("--model", "-m", default=None, help="Base model. Default: the one the adapter was trained on.")
 @click.option("--build", default=None, type=click.Path(exists=True, file_okay=False),
               help="Build folder (evaluation splits). Default: the adapter's.")  # fmt: skip
@@ -34,6 +37,9 @@ from kia.commands.options import json_option, vllm_options
 )
 @click.option("--no-refusal-embeddings", "refusal_embeddings", is_flag=True, flag_value=False, default=True,
               help="Detect refusals by patterns only (skip the sentence-embedding model).")  # fmt: skip
+@click.option("--parity-prompts", default=64, show_default=True,
+              help="--engine vllm: sampled prompts asked again through transformers + peft to check that vLLM's LoRA "
+                   "answers agree (a warning below the policy's min_engine_parity); 0 to skip.")  # fmt: skip
 @click.option("--no-reuse-probe", "reuse_probe", is_flag=True, flag_value=False, default=True,
               help="Always regenerate the base arm instead of reusing the probe run's answers.")  # fmt: skip
 @click.option("--no-report", "report", is_flag=True, flag_value=False, default=True, help="Skip report.html.")
@@ -45,13 +51,16 @@ def audit(adapter_dir: str, benchmarks: tuple[str, ...], as_json: bool, **kw: An
     """Audit an adapter: reliability, knowledge shift, collapse, refusals, benchmarks -> PASS/FAIL.
 
     Loads the base model once with the adapter and measures everything twice on the same prompts,
-    adapter off and on. Exit code: 0 PASS, 1 FAIL, 2 error.
+    adapter off and on. With --against PRODUCTION, an update: both adapters on one base load, three
+    arms (base, production, candidate), and the verdict judges the candidate against production
+    (retention of production's facts, the lost ones listed first). Exit code: 0 PASS, 1 FAIL, 2 error.
 
     \b
     Examples:
       kia audit runs/inject
       kia audit runs/inject --policy strict.toml -o runs/audit-strict
       kia audit runs/inject --model meta-llama/Llama-3.1-8B-Instruct --benchmarks mmlu,truthfulqa_mc2
+      kia audit runs/a2 --against runs/a1 -o runs/audit-a2   # is the update a2 fit to replace a1?
 
     Writes audit.json, per_fact.jsonl, report.html and manifest.json.
     """
@@ -75,6 +84,7 @@ def audit(adapter_dir: str, benchmarks: tuple[str, ...], as_json: bool, **kw: An
 
 def _print_summary(result: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -85,10 +95,36 @@ def _print_summary(result: Any) -> None:
     def f(x: Any, fmt: str = ".3f") -> str:
         return "-" if x is None else format(x, fmt)
 
-    for name, m in result.metrics.items():
-        ci = "-" if m["ci_low"] is None else f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
-        table.add_row(name, f(m["base"]), f(m["adapted"]), f(m["delta"], "+.3f"), ci, f(m["p_value"], ".3g"))
+    def rows(table: Any, metrics: dict[str, Any]) -> None:
+        for name, m in metrics.items():
+            ci = "-" if m["ci_low"] is None else f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
+            table.add_row(name, f(m["base"]), f(m["adapted"]), f(m["delta"], "+.3f"), ci, f(m["p_value"], ".3g"))
+
+    rows(table, result.metrics)
     console.print(table)
+    if result.update is not None:
+        u = result.update
+        prod, cand = u["production"], u["candidate"]
+        title = (
+            f"update: candidate {cand['adapter']} ({cand['adapter_id'][:12]}) vs production "
+            f"{prod['adapter']} ({prod['adapter_id'][:12]})"
+        )
+        upd = Table(title=title)
+        for col in ("metric", "production", "candidate", "change", "95% CI", "p"):
+            upd.add_column(col, justify="left" if col == "metric" else "right")
+        rows(upd, u["metrics"])
+        console.print(upd)
+        for b in u["retention_by_build"]:
+            console.print(
+                f"  {b['build']}: {b['facts']} facts, production answers {b['production']}, "
+                f"candidate {b['candidate']}, lost {b['lost']}",
+                highlight=False,
+            )
+        for lost in u["lost"][:10]:
+            text = f"{lost['id']}: {lost['question']} -> '{lost['candidate_answer']}' (production: '{lost['production_answer']}')"
+            console.print(f"  [red]lost[/] {escape(text)}", highlight=False)
+        if len(u["lost"]) > 10:
+            console.print(f"  ... and {len(u['lost']) - 10} more lost facts (audit.json, report.html)")
     colour = "green" if result.verdict == "PASS" else "red"
     console.print(f"[bold {colour}]{result.verdict}[/]")
     for reason in result.reasons:

@@ -151,8 +151,52 @@ def view(audit: dict[str, Any]) -> dict[str, Any]:
         benchmarks=benchmark_chart(_dict(audit.get("benchmarks"))),
         examples={k: [_dict(e) for e in _list(v)] for k, v in _dict(audit.get("examples")).items()},
         adapter=_text(prov.get("adapter", "(unknown)")),
+        adapter_id=_text(prov["adapter_id"]) if prov.get("adapter_id") else None,
+        update=update_view(_dict(audit.get("update"))),
+        parity=parity_view(_dict(audit.get("parity"))),
         provenance=provenance_view(prov),
     )
+
+
+LOST_SHOWN = 200  # lost facts listed on the page (audit.json has them all)
+
+
+def update_view(update: dict[str, Any]) -> dict[str, Any] | None:
+    """An update's section: who is compared, the lost facts first, retention per build, then every
+    measure with production in the base's place."""
+    if not update:
+        return None
+    lost = [_dict(x) for x in _list(update.get("lost"))]
+    return dict(
+        production=_dict(update.get("production")),
+        candidate=_dict(update.get("candidate")),
+        builds=", ".join(_text(b) for b in _list(_dict(update.get("production")).get("builds"))) or "(not recorded)",
+        threshold=update.get("answered_threshold"),
+        lost=lost[:LOST_SHOWN],
+        n_lost=len(lost),
+        by_build=[_dict(x) for x in _list(update.get("retention_by_build"))],
+        metrics=metric_rows(_dict(update.get("metrics"))),
+        shift=shift_view(_dict(update.get("shift"))),
+    )
+
+
+def parity_view(parity: dict[str, Any]) -> dict[str, Any] | None:
+    """The engine-parity table: agreement per arm with its interval and the answers that differ."""
+    if not parity:
+        return None
+    engine, reference = str(parity.get("engine", "vllm")), str(parity.get("reference", "hf"))
+    threshold = num(parity.get("threshold"))
+    arms = []
+    for name, a in _dict(parity.get("arms")).items():
+        a = _dict(a)
+        share = num(a.get("agreement"))
+        differ = [
+            dict(id=d.get("id"), theirs=d.get(engine), ours=d.get(reference))
+            for d in map(_dict, _list(a.get("differ")))
+        ]
+        low = bool(a.get("adapter_id")) and share is not None and threshold is not None and share < threshold
+        arms.append({**a, "name": str(name), "differ": differ, "low": low})
+    return dict(parity, arms=arms)
 
 
 def sanity_rows(sanity: dict[str, Any]) -> list[dict[str, Any]]:
