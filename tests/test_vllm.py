@@ -70,6 +70,24 @@ def world(tmp_path_factory) -> Path:
             heldout_known=4,
         )
     )
+    # an update of that adapter: 6 new facts and 6 of the first build's replayed, continued from it
+    build(BuildConfig(probe=str(root / "probe-hf"), output=str(root / "build2"), unknown=6, highly_known=1, heldout=12,
+                      replay=(str(root / "build") + ":6",)))  # fmt: skip
+    inject(
+        InjectConfig(
+            build=str(root / "build2"),
+            output=str(root / "adapter2"),
+            from_adapter=str(root / "adapter"),
+            quant="none",
+            rank=8,
+            alpha=16,
+            lr=5e-3,
+            epochs=6,
+            batch_size=8,
+            eval_sets=1,
+            heldout_known=4,
+        )  # fmt: skip
+    )
     return root
 
 
@@ -115,3 +133,33 @@ def test_audit_vllm_uses_the_adapter_per_request(world):
     assert pv.keys() == ph.keys()
     pairs = [(a, b) for k in pv for a, b in zip(pv[k]["adapted_answers"], ph[k]["adapted_answers"], strict=True)]
     assert sum(a == b for a, b in pairs) >= 0.9 * len(pairs), (sum(a == b for a, b in pairs), len(pairs))
+    # the engine-parity check re-asked 64 sampled prompts through peft: it agrees as the full comparison does
+    parity = vl["parity"]
+    assert parity["engine"] == "vllm" and parity["reference"] == "hf" and parity["prompts"] == 64
+    assert set(parity["arms"]) == {"base", "adapted"} and parity["arms"]["adapted"]["agreement"] >= 0.9, parity
+    assert "parity" not in hf
+
+
+def test_update_audit_vllm_two_lora_requests_named_by_their_weights(world):
+    """`kia audit NEW --against OLD --engine vllm`: both adapters as LoRARequests of one engine,
+    each named and numbered by its weight hash; the production arm answers as production does."""
+    from kia.engines import adapter_id, lora_request_key
+
+    out = world / "audit-vllm-update"
+    _kia("audit", str(world / "adapter2"), "--against", str(world / "adapter"), "-o", str(out), "--engine", "vllm",
+         "--no-report", "--benchmarks", "none", "--parity-prompts", "48")  # fmt: skip
+    a = read_json(out / "audit.json")
+    requests = a["parity"]["lora_requests"]
+    assert requests["default"] == dict(
+        zip(("name", "id"), lora_request_key(adapter_id(world / "adapter2")), strict=True)
+    )
+    assert requests["production"] == dict(
+        zip(("name", "id"), lora_request_key(adapter_id(world / "adapter")), strict=True)
+    )
+    assert requests["default"]["id"] != requests["production"]["id"]
+    for arm in ("base", "adapted", "production"):
+        assert a["parity"]["arms"][arm]["agreement"] >= 0.9, (arm, a["parity"]["arms"][arm])
+    u = a["update"]
+    # had the two requests shared cached keys and values, the production arm would answer as the candidate
+    assert u["metrics"]["reliability"]["base"] < 0.3 < 0.7 < u["metrics"]["reliability"]["adapted"], u["metrics"]
+    assert u["metrics"]["retention"]["base"] > 0.7 and len(u["retention_by_build"]) == 1
