@@ -202,3 +202,40 @@ def test_hf_engine_named_adapters_answer_as_each_alone(tmp_path):
 
     with pytest.raises(EngineError, match="no adapter named 'other'"):
         both.generate(prompts, greedy, adapter="other")
+
+
+def test_report_of_an_update_lists_the_lost_facts_first_and_names_the_weights():
+    import json
+
+    from kia.report import render_html
+
+    audit = json.loads((ROOT / "tests" / "data" / "audit" / "audit.json").read_text(encoding="utf-8"))
+    cand, prod = "c" * 64, "p" * 64
+    audit["provenance"]["adapter_id"] = cand
+    lost = {"id": "f1", "question": "<script>alert(1)</script>?", "answers": ["X"], "build": "runs/b1",
+            "production_answer": "X", "candidate_answer": "<img src=x onerror=alert(1)>", "production_p_greedy": 1.0,
+            "candidate_p_greedy": 0.0}  # fmt: skip
+    entry = {"base": 1.0, "adapted": 0.5, "delta": -0.5, "ci_low": -0.7, "ci_high": -0.3, "p_value": 0.01, "n": 2,
+             "higher_is_better": True, "description": "retained"}  # fmt: skip
+    audit["update"] = {
+        "production": {"adapter": "runs/a1", "adapter_id": prod, "builds": ["runs/b1"]},
+        "candidate": {"adapter": "runs/a2", "adapter_id": cand},
+        "answered_threshold": 0.5,
+        "lost": [lost],
+        "retention_by_build": [
+            {"build": "runs/b1", "facts": 2, "production": 2, "candidate": 1, "lost": 1, "retention": 0.5}
+        ],  # fmt: skip
+        "metrics": {"retention": entry},
+        "shift": audit["shift"],
+    }
+    audit["parity"] = {"engine": "vllm", "reference": "hf", "prompts": 64, "threshold": 0.95,
+                       "arms": {"base": {"adapter_id": None, "agreement": 1.0, "ci_low": 0.94, "ci_high": 1.0,
+                                         "differ": []},
+                                "adapted": {"adapter_id": cand, "agreement": 0.8, "ci_low": 0.69, "ci_high": 0.88,
+                                            "differ": [{"id": "f2", "vllm": "A", "hf": "B"}]}}}  # fmt: skip
+    html = render_html(audit)
+    assert html.index('class="badge">FAIL<') < html.index('id="update"') < html.index("f1") < html.index('id="metrics"')
+    assert f"weights {cand}" in html and prod in html and "runs/b1" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;?" in html and "<img" not in html and "<script" not in html
+    assert 'id="parity"' in html and "80.0 %" in html and "f2: A / B" in html
+    assert html.count("<svg ") == 2  # the update adds tables, not charts
