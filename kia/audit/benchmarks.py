@@ -347,8 +347,6 @@ def benchmark_scores(
     """Every task's per-document scores for each arm, in order, on the one loaded peft model:
     False = the base (inside `disable_adapter()`), True = the main adapter, a name = that named
     adapter (an update's production adapter)."""
-    import contextlib
-
     from lm_eval.models.huggingface import HFLM
 
     from kia.engines.hf import use_adapter
@@ -359,9 +357,7 @@ def benchmark_scores(
     for arm in arms:
         label = "base" if arm is False else "adapted" if arm is True else arm
         if progress:
-            progress(
-                f"benchmarks, {label} arm" + (f": {', '.join(s.name for s in plan.specs)}" if arm is False else "")
-            )
+            progress(f"benchmarks, {label} arm" + (f": {', '.join(s.name for s in plan.specs)}" if not arm else ""))
         context = model.disable_adapter() if arm is False else use_adapter(model, arm) if isinstance(arm, str) else None
         with context or contextlib.nullcontext():
             out.append(evaluate_arm(lm, plan, manager, limit=limit))
