@@ -259,12 +259,15 @@ def _probe_folder(folder: Path, drawn: list[dict]) -> tuple[list[dict], bool]:
     pl.DataFrame(rows, schema=schema).write_parquet(folder / "facts.parquet")
     write_json(folder / "exemplars.json", {"sets": {}, "spares": {}})
     write_manifest(folder, stage="probe", config={"seed": 0}, model={"id": "toy"}, files=["facts.parquet"])
-    faulty = any(d["fault"] for d in drawn) and not (len(drawn) == 1 and drawn[0]["fault"] == "duplicate id")
+    # a "duplicate id" on the first row has no earlier id to repeat: that row is sound
+    faulty = any(d["fault"] and not (i == 0 and d["fault"] == "duplicate id") for i, d in enumerate(drawn))
     return rows, faulty
 
 
 @given(
-    drawn=st.lists(probe_row, min_size=1, max_size=25),
+    drawn=st.lists(probe_row, min_size=1, max_size=40),
+    # half the tables sound: with a fault drawn per row, only ~4 % of 25-row tables had none to build
+    sound=st.booleans(),
     recipe=st.fixed_dictionaries(
         {
             "unknown": st.integers(1, 3),
@@ -276,9 +279,11 @@ def _probe_folder(folder: Path, drawn: list[dict]) -> tuple[list[dict], bool]:
     ),
 )
 @examples(40)
-def test_the_build_puts_every_probe_row_in_exactly_one_role(drawn, recipe, monkeypatch):
+def test_the_build_puts_every_probe_row_in_exactly_one_role(drawn, sound, recipe, monkeypatch):
     """Each probe row is injected, trained as a known fact, held out, or left unused: never two of
     them, never twice. A faulty probe table is an error naming its file, row and field."""
+    if sound:
+        drawn = [{**d, "fault": None} for d in drawn]
     from test_build import fake_embed
 
     from kia.build import BuildConfig, build
