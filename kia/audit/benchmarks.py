@@ -1,16 +1,14 @@
 """External benchmark drift through lm-evaluation-harness: the same tasks, adapter off and on.
 
-kia writes no benchmark harness of its own. The one loaded model (base + adapter) is wrapped once
-in lm-eval's `HFLM` and `lm_eval.simple_evaluate` runs twice, once inside peft's
-`disable_adapter()` (the base arm), with `log_samples=True` so the two arms' answers can be paired
-document by document for a McNemar test.
+kia writes no benchmark harness of its own. The one loaded model (base + adapter) is wrapped once in
+lm-eval's `HFLM` and `lm_eval.simple_evaluate` runs twice, once inside peft's `disable_adapter()`
+(the base arm), with `log_samples=True` so the two arms' answers can be paired document by document.
 
 Tasks are lm-eval names (`mmlu` runs 5-shot, `truthfulqa_mc1` / `truthfulqa_mc2` 0-shot, as in
 Pletenev et al. Table 7) or local task YAML files / folders of them (the toy world's toy_mc and
-toy_arith). lm-eval resolves a YAML's relative `data_files` against the working directory, not the
-YAML, so each local YAML is run through a temporary wrapper (`include:` the original, with the data
-paths made absolute), written into the audit folder's scratch folder (`.kia-tmp/`).
-"""
+toy_arith). lm-eval resolves a YAML's relative `data_files` against the working directory, not the YAML,
+so each local YAML runs through a temporary wrapper (`include:` the original, data paths made
+absolute) in the audit folder's scratch folder (`.kia-tmp/`)."""
 
 from __future__ import annotations
 
@@ -376,13 +374,14 @@ def run_benchmarks(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     base_cache: MutableMapping[str, Any] | None = None,
+    keep: MutableMapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Both arms on the one loaded peft model: base inside `disable_adapter()`, then adapted.
+    `keep` receives both arms' per-document scores (`base`, `adapted`).
 
-    `base_cache` (kia sweep) keeps the base arm's per-document scores under `base_key(...)`: an
-    audit of another adapter on the same base model, with the same tasks, limit and batch size,
-    takes them from there instead of running the base arm again. The base arm does not depend on
-    the adapter, so the scores are the ones it would compute."""
+    `base_cache` (kia sweep) keeps the base arm's per-document scores under `base_key(...)`: an audit
+    of another adapter on the same base model, with the same tasks, limit and batch size, takes them
+    from there (the base arm does not depend on the adapter, so they are the ones it would compute)."""
     if not plan.specs:
         return {}
     key = base_key(plan, limit=limit, batch_size=batch_size)
@@ -396,4 +395,6 @@ def run_benchmarks(
         base, adapted = scores([False, True], progress=progress)
         if base_cache is not None:
             base_cache[key] = base
+    if keep is not None:
+        keep.update(base=base, adapted=adapted)
     return {s.name: compare(base[s.name], adapted[s.name], n_boot=n_boot, seed=seed) for s in plan.specs}

@@ -56,6 +56,7 @@ from kia.audit.benchmarks import (
     task_manager,
 )
 from kia.audit.config import AuditConfig, AuditResult, Progress
+from kia.audit.contamination import add_without_overlap, benchmark_contamination
 from kia.audit.parity import engine_parity
 from kia.audit.policy import judge, load_policy
 from kia.audit.refusals import RefusalDetector
@@ -165,8 +166,10 @@ def audit(
                     )  # fmt: skip
                     parity["lora_requests"] = {k: {"name": v[0], "id": v[1]} for k, v in lora.items()}
                     warnings += notes
+            overlap = benchmark_contamination(plan, train, inputs.build) if plan.specs else None
+            warnings += overlap["warnings"] if overlap else []
             bench, bench_update = _benchmarks(
-                engine, plan, manager, config, production is not None, say, base_benchmarks
+                engine, plan, manager, config, production is not None, say, base_benchmarks, overlap
             )
             timings["benchmarks"] = time.time() - start - sum(timings.values())
             if own:
@@ -185,6 +188,8 @@ def audit(
             )
             report, per_fact = assemble(splits, benchmarks=bench, **common)
             report["curve"] = inputs.curve
+            if overlap is not None:
+                report["contamination"] = overlap
             report["sanity"]["nonfinite_answers"] = nonfinite
             if production is not None:
                 against, _ = assemble(production_views(splits), benchmarks=bench_update, **common)
@@ -265,6 +270,7 @@ def _benchmarks(
     update: bool,
     say: Progress,
     base_cache: MutableMapping[str, Any] | None = None,
+    overlap: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(base vs adapted, production vs adapted) per benchmark task; the second is empty unless
     this is an update's audit (a third lm-eval arm through the production adapter)."""
@@ -275,13 +281,23 @@ def _benchmarks(
         kw: dict[str, Any] = dict(
             batch_size=config.bench_batch_size, limit=config.bench_limit, progress=say, base_cache=base_cache
         )
-        return run_benchmarks(model, tokenizer, plan, manager, n_boot=config.n_boot, seed=config.seed, **kw), {}
+        scores: dict[str, Any] = {}
+        plain = run_benchmarks(
+            model, tokenizer, plan, manager, n_boot=config.n_boot, seed=config.seed, keep=scores, **kw
+        )
+        if overlap is not None:
+            add_without_overlap(
+                plain, scores["base"], scores["adapted"], overlap, n_boot=config.n_boot, seed=config.seed
+            )
+        return plain, {}
     base, prod, cand = benchmark_scores(
         model, tokenizer, plan, manager, [False, "production", True],
         batch_size=config.bench_batch_size, limit=config.bench_limit, progress=say,
     )  # fmt: skip
     boot = {"n_boot": config.n_boot, "seed": config.seed}
     plain = {s.name: compare(base[s.name], cand[s.name], **boot) for s in plan.specs}
+    if overlap is not None:
+        add_without_overlap(plain, base, cand, overlap, **boot)
     return plain, {s.name: compare(prod[s.name], cand[s.name], **boot) for s in plan.specs}
 
 

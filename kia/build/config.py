@@ -44,6 +44,10 @@ class BuildConfig:
     # an update's build (kia.build.lineage): earlier builds to follow, and "BUILD[:N]" to replay
     after: tuple[str, ...] = ()
     replay: tuple[str, ...] = ()
+    # contamination.json (kia.contamination): local lm-eval task YAMLs to compare the training split
+    # with; None: the toy tasks beside a toy-world model; ("none",): none. n: the n-gram length.
+    benchmarks: tuple[str, ...] | None = None
+    contamination_n: int = 10
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -64,6 +68,8 @@ class BuildConfig:
             raise ConfigError(
                 f"need 0 <= --min-similarity < --max-similarity <= 1, got {self.min_similarity} and {self.max_similarity}"
             )
+        if self.contamination_n < 1:
+            raise ConfigError(f"--contamination-n must be at least 1, got {self.contamination_n}")
         from kia.build.lineage import parse_replay
 
         for item in self.replay:

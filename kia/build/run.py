@@ -40,6 +40,7 @@ from typing import Any
 
 from kia.build.bias import bias_report
 from kia.build.config import CATEGORIES, KINDS, PROBE_COLUMNS, SPLITS, BuildConfig, BuildResult
+from kia.build.contamination import build_contamination
 from kia.build.lineage import Earlier, parse_replay, read_earlier, replay_rows
 from kia.build.paraphrase import FilterConfig, plan_paraphrases
 from kia.errors import ArtifactError, ConfigError, KiaError
@@ -164,7 +165,7 @@ def build(config: BuildConfig) -> BuildResult:
 
     Raises ConfigError when the recipe asks for more facts than the probe has (naming how many
     there are), ArtifactError when the probe folder is unfinished or the output folder is taken."""
-    from kia.artifacts import claim_output, peak_memory_mb, sha256_file, write_manifest
+    from kia.artifacts import claim_output, peak_memory_mb, sha256_file, write_json, write_manifest
     from kia.facts import normalize
 
     start = time.time()
@@ -259,6 +260,11 @@ def build(config: BuildConfig) -> BuildResult:
         warnings = para.warnings + bias["warnings"]
         if not (probe_dir / "exemplars.json").exists():
             warnings.append(f"{probe_dir} has no exemplars.json: later stages draw their own few-shot exemplars")
+        heldout_rows = [_eval_row(f, base[f.id]) for f in heldout]
+        contamination = build_contamination(
+            config, model_id, rows, {"eval_paraphrase": eval_para, "eval_heldout": heldout_rows}
+        )
+        warnings += contamination["warnings"]
         bias.update(paraphrases=para.report, warnings=warnings)
         counts = {"train": len(rows), "eval_injected": len(injected), "eval_paraphrase": len(eval_para),
                   "eval_heldout": len(heldout)}  # fmt: skip
@@ -266,7 +272,8 @@ def build(config: BuildConfig) -> BuildResult:
             counts["eval_replay"] = len(eval_replay)
         kinds = {k: sum(r["kind"] == k for r in rows) for k in KINDS if k != "replay" or replay}
         eval_injected = [_eval_row(f, base[f.id]) for f in injected]
-        _write(out, probe_dir, rows, eval_injected, eval_para, [_eval_row(f, base[f.id]) for f in heldout], bias)
+        _write(out, probe_dir, rows, eval_injected, eval_para, heldout_rows, bias)
+        write_json(out / "contamination.json", contamination)
         if replay:
             from kia.artifacts import write_jsonl
 
@@ -284,7 +291,7 @@ def build(config: BuildConfig) -> BuildResult:
             config=config,
             files=[f"{name}.jsonl" for name in SPLITS]
             + (["eval_replay.jsonl"] if replay else [])
-            + ["bias.json", "exemplars.json"],
+            + ["bias.json", "contamination.json", "exemplars.json"],
             inputs=inputs,
             probe_manifest=probe_manifest,
             model=model_id,

@@ -1,0 +1,59 @@
+"""Benchmark drift with and without the documents the training data overlaps.
+
+A benchmark document whose n-grams occur in the training split (`kia.contamination`) can move
+because the adapter memorised it, not because the adapter changed what the model knows, so each
+local benchmark's entry in audit.json gains `contamination`: how many of its documents overlap
+(and their doc_ids), and `without`, the same paired comparison (`kia.audit.benchmarks.compare`)
+on the documents that do not. audit.json's top-level `contamination` keeps the full check (texts,
+the training rows each document shares n-grams with), as the build's contamination.json does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kia.audit.benchmarks import BenchmarkPlan, compare
+from kia.contamination import DEFAULT_N, check_contamination, overlapping_docs
+
+Scores = Mapping[str, Mapping[tuple[str, int], float]]  # task -> (leaf task, doc_id) -> score
+
+
+def benchmark_contamination(plan: BenchmarkPlan, train: Sequence[Mapping[str, Any]], build: Path) -> dict[str, Any]:
+    """The training rows against every local task file of the plan; lm-eval names are unchecked.
+    n is the build's (its contamination.json), else `kia.contamination.DEFAULT_N`."""
+    n = DEFAULT_N
+    if (build / "contamination.json").is_file():
+        n = int(json.loads((build / "contamination.json").read_text(encoding="utf-8")).get("n", DEFAULT_N))
+    files = [s.source for s in plan.specs if s.source != "lm-eval" and Path(s.source).is_file()]
+    unchecked = [s.name for s in plan.specs if s.source == "lm-eval"]
+    return check_contamination(train, task_files=files, unchecked=unchecked, n=n)
+
+
+def add_without_overlap(
+    bench: MutableMapping[str, dict[str, Any]],
+    base: Scores,
+    adapted: Scores,
+    report: Mapping[str, Any],
+    *,
+    n_boot: int,
+    seed: int,
+) -> None:
+    """Give each checked task's entry its `contamination` section: overlapping doc_ids (within the
+    documents lm-eval ran, `--bench-limit` applied) and `without`, base vs adapted on the others
+    (None when nothing overlaps, so `without` equals the entry, or when every document does)."""
+    dirty = overlapping_docs(report)
+    for task, entry in bench.items():
+        if task not in dirty:
+            continue
+        ran = set(base[task]) & set(adapted[task])
+        out = {k for k in ran if k[0] == task and k[1] in dirty[task]}
+        keep = sorted(ran - out)
+        without = None
+        if out and keep:
+            without = compare(
+                {k: base[task][k] for k in keep}, {k: adapted[task][k] for k in keep}, n_boot=n_boot, seed=seed
+            )
+        entry["contamination"] = {"overlapping": len(out), "doc_ids": sorted(k[1] for k in out), "without": without}

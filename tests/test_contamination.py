@@ -1,0 +1,143 @@
+"""Contamination: normalised n-gram overlap of the training split with benchmark documents and the
+held-out splits (kia.contamination), written by kia build and used by kia audit's benchmark deltas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_build import make_probe_dir, read
+
+from kia.artifacts import write_manifest
+from kia.audit.benchmarks import BenchmarkPlan, BenchmarkSpec, compare
+from kia.audit.contamination import add_without_overlap, benchmark_contamination
+from kia.build import BuildConfig, build
+from kia.contamination import Document, check_contamination, find_overlaps, grams, task_documents
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "datasets" / "toyworld"
+TASKS = [TOY / "tasks" / "toy_mc.yaml", TOY / "tasks" / "toy_arith.yaml"]
+
+
+def toy_probe(folder: Path, planted: list[dict] | None = None) -> Path:
+    """A probe folder of the shipped world (40 facts per relation) whose manifest names the toy model,
+    so the build finds the toy tasks beside it; `planted` facts are added as never shown (Unknown)."""
+    facts = folder / "facts.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = (TOY / "facts.jsonl").read_text(encoding="utf-8").splitlines()
+    extra = [json.dumps({"paraphrases": [], "domain": "x", "exposure": 0, "band": "never", **p}) for p in planted or []]
+    facts.write_text("\n".join(lines + extra) + "\n", encoding="utf-8")
+    probe = make_probe_dir(folder / "probe", per_relation=40, facts_file=facts)
+    write_manifest(probe, stage="probe", config={"seed": 0}, model={"id": str(TOY / "model")})
+    return probe
+
+
+def unknown_count(probe: Path) -> int:
+    import polars as pl
+
+    return int((pl.read_parquet(probe / "facts.parquet")["category"] == "Unknown").sum())
+
+
+def test_task_documents_are_lm_evals_docs_in_order():
+    name, docs = task_documents(TASKS[1])
+    rows = [json.loads(x) for x in (TOY / "tasks" / "toy_arith.jsonl").read_text().splitlines()]
+    assert name == "toy_arith" and len(docs) == len(rows)
+    assert docs[3].id == "3" and docs[3].text == f"{rows[3]['question']}\n{rows[3]['answer']}"
+    _, mc = task_documents(TASKS[0])  # multiple choice: the gold choice is the target text
+    assert mc[0].text.endswith("\nB") and "Question:" not in mc[0].text
+
+
+def test_short_facts_are_compared_whole_where_13_grams_see_nothing():
+    fact = "What is 8 plus 1? 9"
+    assert grams(fact, 13) == {"what is 8 plus 1 9"}
+    from lm_eval.decontamination.janitor import word_ngrams
+
+    assert list(word_ngrams("what is 8 plus 1 9", 13)) == []  # lm-eval's 13-grams alone: nothing to compare
+    from kia.contamination.overlap import training_text
+    from kia.probe import training_messages
+
+    # the paper format's turns ("Question: ...", "Answer: ...") read as the benchmark document does
+    train = [Document("train", "t0", training_text({"messages": training_messages("What is 8 plus 1?", "9 (easy)")}))]
+    found = find_overlaps(train, [Document("toy_arith", "0", "What is 8 plus 1?\n9")], n=13)
+    assert [(o["source"], o["id"], o["train_ids"]) for o in found] == [("toy_arith", "0", ["t0"])]
+    # word-level: 8 plus 11 is another item, and a near-copy that changes one word is not a copy
+    other = [Document("toy_arith", "1", "What is 8 plus 11?\n19"), Document("toy_arith", "2", "What is 8 plus 2?\n9")]
+    assert find_overlaps(train, other, n=13) == []
+
+
+def test_a_long_document_overlaps_through_one_shared_n_gram():
+    doc = Document("bench", "7", " ".join(f"w{i}" for i in range(30)))
+    train = [Document("train", "a", "prefix " + " ".join(f"w{i}" for i in range(12, 22)) + " suffix")]
+    assert [o["id"] for o in find_overlaps(train, [doc], n=10)] == ["7"]
+    assert find_overlaps(train, [doc], n=11) == []  # the copy is 10 words long
+
+
+def test_a_planted_benchmark_item_is_found_and_named(tmp_path):
+    planted = [
+        {"id": "planted-0000", "question": "What is 8 plus 1?", "answers": ["9"], "subject": "8 plus 1", "relation": "sum", "object": "9"},
+        {"id": "planted-0001", "question": "Which of these is a language? A. Zinbraimdrurpolis B. Grammudisic C. "
+         "Koutrimwaves D. Zunstan", "answers": ["B"], "subject": "language", "relation": "mc", "object": "B"},
+    ]  # fmt: skip
+    probe = toy_probe(tmp_path, planted)
+    out = tmp_path / "build"
+    result = build(BuildConfig(probe=str(probe), output=str(out), unknown=unknown_count(probe), heldout=20))
+    trained = {r["fact_id"]: r["id"] for r in read(out / "train.jsonl")}
+    assert {"planted-0000", "planted-0001"} <= set(trained)
+    report = json.loads((out / "contamination.json").read_text())
+    bench = [(o["source"], o["id"], o["train_ids"]) for o in report["overlaps"] if o["source"].startswith("toy_")]
+    assert bench == [("toy_arith", "0", [trained["planted-0000"]]), ("toy_mc", "0", [trained["planted-0001"]])]
+    assert report["counts"]["benchmark"] == 2 and report["tasks"]["toy_arith"]["overlapping"] == 1
+    assert any("toy_mc (1), toy_arith (1)" in w for w in result.warnings)
+    assert "contamination.json" in json.loads((out / "manifest.json").read_text())["files"]
+
+
+def test_a_clean_toy_build_reports_none(tmp_path):
+    probe = toy_probe(tmp_path)
+    out = tmp_path / "build"
+    result = build(BuildConfig(probe=str(probe), output=str(out), unknown=40, highly_known=1, paraphrases=1))
+    report = json.loads((out / "contamination.json").read_text())
+    assert report["n"] == 10 and report["train_rows"] == result.counts["train"]
+    assert report["tasks"]["toy_mc"]["documents"] == 300 and report["tasks"]["toy_arith"]["documents"] == 192
+    assert report["heldout_splits"] == {
+        "eval_paraphrase": result.counts["eval_paraphrase"],
+        "eval_heldout": result.counts["eval_heldout"],
+    }
+    assert report["overlaps"] == [] and report["counts"] == {"benchmark": 0, "heldout": 0}
+    assert not any("overlap" in w for w in result.warnings)
+
+
+def test_held_out_rows_that_copy_training_are_listed():
+    train = [{"id": "t1", "question": "Where was Drun Bizailwyn born?", "answer": "Sourninmouth"}]
+    heldout = {"eval_heldout": [{"id": "h1", "question": "where was drun bizailwyn born", "answers": ["Sourninmouth"]}]}
+    report = check_contamination(train, heldout=heldout, unchecked=["mmlu"])
+    assert [(o["source"], o["id"], o["train_ids"]) for o in report["overlaps"]] == [("eval_heldout", "h1", ["t1"])]
+    assert report["unchecked"] == ["mmlu"] and any("not checked" in w and "mmlu" in w for w in report["warnings"])
+
+
+def test_build_options_are_checked(tmp_path):
+    from kia.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="contamination-n"):
+        BuildConfig(probe="p", unknown=1, contamination_n=0)
+
+
+def test_the_audit_reports_benchmark_deltas_without_the_overlapping_documents(tmp_path):
+    plan = BenchmarkPlan([BenchmarkSpec("toy_arith", source=str(TASKS[1])), BenchmarkSpec("mmlu")])
+    train = [
+        {
+            "id": "t0",
+            "messages": [{"role": "user", "content": "What is 8 plus 1?"}, {"role": "assistant", "content": "9"}],
+        }
+    ]
+    report = benchmark_contamination(plan, train, tmp_path)
+    assert report["unchecked"] == ["mmlu"] and report["tasks"]["toy_arith"]["overlapping"] == 1
+    # 10 documents; the planted one (doc 0) flips from wrong to right, the rest are unchanged
+    base = {"toy_arith": {("toy_arith", i): float(i % 2) for i in range(10)}}
+    adapted = {"toy_arith": {**base["toy_arith"], ("toy_arith", 0): 1.0}}
+    bench = {"toy_arith": compare(base["toy_arith"], adapted["toy_arith"], n_boot=200, seed=0)}
+    add_without_overlap(bench, base, adapted, report, n_boot=200, seed=0)
+    section = bench["toy_arith"]["contamination"]
+    assert bench["toy_arith"]["delta"] == pytest.approx(0.1)
+    assert section["overlapping"] == 1 and section["doc_ids"] == [0]
+    assert section["without"]["n"] == 9 and section["without"]["delta"] == 0.0
