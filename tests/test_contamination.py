@@ -141,3 +141,17 @@ def test_the_audit_reports_benchmark_deltas_without_the_overlapping_documents(tm
     assert bench["toy_arith"]["delta"] == pytest.approx(0.1)
     assert section["overlapping"] == 1 and section["doc_ids"] == [0]
     assert section["without"]["n"] == 9 and section["without"]["delta"] == 0.0
+
+
+def test_cli_names_the_task_files_and_n(tmp_path):
+    from click.testing import CliRunner
+    from test_build import cli
+
+    probe = toy_probe(tmp_path)
+    out = tmp_path / "b"
+    args = ["build", str(probe), "--unknown", "10", "--heldout", "10", "-o", str(out), "--contamination-n", "13"]
+    result = CliRunner().invoke(cli(), [*args, "--benchmarks", f"{TASKS[1]},mmlu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "contamination.json").read_text())
+    assert report["n"] == 13 and list(report["tasks"]) == ["toy_arith"] and report["unchecked"] == ["mmlu"]
+    assert "not checked" in result.output

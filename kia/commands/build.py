@@ -92,10 +92,18 @@ from kia.commands.options import json_option
     help="Also train again N (default: all) of the facts BUILD and the builds before it injected, with the "
     "rows they were trained on (question and paraphrases); implies --after BUILD. Repeatable.",
 )
+@click.option(
+    "--benchmarks",
+    default=None,
+    metavar="FILES",
+    help="Comma-separated local lm-eval task YAMLs to check the training data against (contamination.json); "
+    "default: the toy tasks beside a toy-world model; 'none' for none.",
+)
+@click.option("--contamination-n", default=10, show_default=True, help="Word n-gram length of the contamination check.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished build in the output folder.")
 @json_option
 def build(probe_dir: str, format_: str, as_json: bool, after: tuple[str, ...], replay: tuple[str, ...],
-          **kw: Any) -> None:  # fmt: skip
+          benchmarks: str | None, **kw: Any) -> None:  # fmt: skip
     """Build a training mixture from a probe run, with the evaluation splits the audit needs.
 
     \b
@@ -105,14 +113,16 @@ def build(probe_dir: str, format_: str, as_json: bool, after: tuple[str, ...], r
       kia build runs/p1 --unknown 40 --highly-known 1 --paraphrases 1 --replay runs/b1:20 -o runs/b2
 
     Writes train.jsonl, eval_injected.jsonl, eval_paraphrase.jsonl, eval_heldout.jsonl, bias.json,
-    exemplars.json and manifest.json, and eval_replay.jsonl (the replayed facts) with --replay.
+    contamination.json (training rows that overlap benchmark documents or held-out rows), exemplars.json
+    and manifest.json, and eval_replay.jsonl (the replayed facts) with --replay.
     Warnings (answers or relations the training data leans on, facts with fewer paraphrases than
     asked) are printed and kept in bias.json.
     """
     from kia.build import BuildConfig
     from kia.build import build as run_build
 
-    result = run_build(BuildConfig(probe=probe_dir, format=format_, after=after, replay=replay, **kw))
+    bench = tuple(b.strip() for b in benchmarks.split(",") if b.strip()) if benchmarks is not None else None
+    result = run_build(BuildConfig(probe=probe_dir, format=format_, after=after, replay=replay, benchmarks=bench, **kw))
     if as_json:
         from kia.artifacts import to_json
 
