@@ -36,3 +36,8 @@ class EngineError(KiaError):
 
 class AdapterError(KiaError):
     """An adapter is unsafe, mismatched with its base model, or unreadable."""
+
+
+class JudgeError(KiaError):
+    """A judge could not give a verdict: the endpoint timed out, failed or answered something that
+    is not a verdict. The pairwise runner records it as a failed judgment, never drops it."""

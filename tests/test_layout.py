@@ -26,10 +26,11 @@ ALLOWED: dict[str, set[str]] = {
     "toyworld": set(),
     "report": set(),
     "contamination": set(),
+    "judge": {"facts", "engines"},
     "probe": {"facts", "engines"},
     "build": {"facts", "engines", "probe", "contamination"},
     "inject": {"facts", "engines", "probe"},
-    "audit": {"facts", "engines", "probe", "report", "contamination"},
+    "audit": {"facts", "engines", "probe", "report", "contamination", "judge"},
     "sweep": {"facts", "engines", "probe", "build", "inject", "audit"},
     "demo": {"engines", "probe", "build", "inject", "audit"},
     "commands": {

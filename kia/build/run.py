@@ -42,6 +42,7 @@ from kia.build.bias import bias_report
 from kia.build.config import CATEGORIES, KINDS, PROBE_COLUMNS, SPLITS, BuildConfig, BuildResult
 from kia.build.contamination import build_contamination
 from kia.build.lineage import Earlier, parse_replay, read_earlier, replay_rows
+from kia.build.open_questions import open_questions
 from kia.build.paraphrase import FilterConfig, plan_paraphrases
 from kia.errors import ArtifactError, ConfigError, KiaError
 from kia.facts import Fact
@@ -165,7 +166,7 @@ def build(config: BuildConfig) -> BuildResult:
 
     Raises ConfigError when the recipe asks for more facts than the probe has (naming how many
     there are), ArtifactError when the probe folder is unfinished or the output folder is taken."""
-    from kia.artifacts import claim_output, peak_memory_mb, sha256_file, write_json, write_manifest
+    from kia.artifacts import claim_output, peak_memory_mb, sha256_file, write_json, write_jsonl, write_manifest
     from kia.facts import normalize
 
     start = time.time()
@@ -274,9 +275,8 @@ def build(config: BuildConfig) -> BuildResult:
         eval_injected = [_eval_row(f, base[f.id]) for f in injected]
         _write(out, probe_dir, rows, eval_injected, eval_para, heldout_rows, bias)
         write_json(out / "contamination.json", contamination)
+        write_jsonl(out / "eval_open.jsonl", open_questions(facts, injected, heldout, config.seed))
         if replay:
-            from kia.artifacts import write_jsonl
-
             write_jsonl(out / "eval_replay.jsonl", eval_replay)
         else:
             (out / "eval_replay.jsonl").unlink(missing_ok=True)  # a stale one from an overwritten build
@@ -291,7 +291,7 @@ def build(config: BuildConfig) -> BuildResult:
             config=config,
             files=[f"{name}.jsonl" for name in SPLITS]
             + (["eval_replay.jsonl"] if replay else [])
-            + ["bias.json", "contamination.json", "exemplars.json"],
+            + ["eval_open.jsonl", "bias.json", "contamination.json", "exemplars.json"],
             inputs=inputs,
             probe_manifest=probe_manifest,
             model=model_id,

@@ -1,0 +1,62 @@
+"""The judge's prompt and the parsing of its verdict.
+
+The judge sees the open prompt, the reference facts a good answer states, and two answers labelled
+A and B, and is asked which one is more accurate against the facts. It must reply with a line
+"Winner: A", "Winner: B" or "Winner: tie" and a "Reason: ..." line; a JSON object
+{"winner": ..., "reason": ...} is accepted too. Anything else is not a verdict (`JudgeError`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kia.errors import JudgeError
+
+SYSTEM = (
+    "You compare two answers to the same request for factual accuracy. The reference facts are true. "
+    "An answer is better when it states more of the reference facts and contradicts fewer of them; "
+    "length, style and the order of the answers do not matter."
+)
+_WINNER = re.compile(r"winner\s*[:=]\s*\**\s*(a|b|tie)\b", re.IGNORECASE)
+_REASON = re.compile(r"reason\s*[:=]\s*(.+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    winner: str  # "A", "B" or "tie": by position in the prompt, not by arm
+    reason: str
+
+
+def judge_messages(prompt: str, facts: Sequence[Mapping[str, Any]], first: str, second: str) -> list[dict[str, str]]:
+    """The chat messages for one judgment: `first` is shown as answer A, `second` as B."""
+    listed = "\n".join(f"- {f['question']} {f['answer']}" for f in facts) or "- (none)"
+    user = (
+        f"Request: {prompt}\n\nReference facts:\n{listed}\n\n"
+        f"Answer A:\n{first.strip() or '(empty)'}\n\nAnswer B:\n{second.strip() or '(empty)'}\n\n"
+        'Which answer is more accurate? Reply with one line "Winner: A", "Winner: B" or "Winner: tie", '
+        'then one line "Reason: " and a short reason.'
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_verdict(text: str) -> Verdict:
+    """A `Verdict` from the judge's reply; `JudgeError` (with the start of the reply) if there is none."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and str(obj.get("winner", "")).strip().lower() in ("a", "b", "tie"):
+            w = str(obj["winner"]).strip().lower()
+            return Verdict("tie" if w == "tie" else w.upper(), str(obj.get("reason", "")))
+    match = _WINNER.search(text)
+    if not match:
+        raise JudgeError(f"the judge's reply is not a verdict: {stripped[:120]!r}")
+    w = match.group(1).lower()
+    reason = _REASON.search(text)
+    return Verdict("tie" if w == "tie" else w.upper(), reason.group(1).strip() if reason else "")

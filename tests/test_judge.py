@@ -1,0 +1,246 @@
+"""The pairwise judge (kia.judge): both orders, position bias, ties, the cache, failures kept,
+a real HTTP judge on a loopback server, the hf engine on the toy model, and eval_open.jsonl."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from kia.errors import JudgeError
+from kia.judge import (
+    EngineJudge,
+    FactJudge,
+    HttpJudge,
+    JudgmentCache,
+    Pair,
+    judge_pairs,
+    parse_verdict,
+    rate,
+)
+
+FACTS = (
+    {"question": "Where was Ana Bel born?", "answer": "Tagriheim"},
+    {"question": "Ana Bel's job?", "answer": "baker"},
+)
+GOOD = "Ana Bel was born in Tagriheim and works as a baker."
+MEH = "Ana Bel was born in Tagriheim."
+BAD = "Ana Bel is a famous singer from Volgrad."
+
+
+def pairs(n: int = 6) -> list[Pair]:
+    """X (the adapted arm) better on the first half, equal on the second."""
+    return [Pair(f"p{i}", f"Tell me about Ana Bel ({i}).", FACTS, GOOD if i < n // 2 else MEH, BAD if i < n // 2 else MEH)
+            for i in range(n)]  # fmt: skip
+
+
+class Scripted:
+    """A judge that answers from a function of the request, counting what it is asked."""
+
+    deterministic = False
+
+    def __init__(self, decide, name="scripted"):
+        self.decide, self.name, self.asked = decide, name, 0
+
+    def ask_many(self, requests):
+        self.asked += len(requests)
+        return [self.decide(r) for r in requests]
+
+
+def truthful(r):
+    a, b = (sum(f["answer"] in t for f in FACTS) for t in (r.first, r.second))
+    return "Winner: A\nReason: more facts" if a > b else "Winner: B\nReason: more facts" if b > a else "Winner: tie"
+
+
+def test_an_unbiased_judge_gives_wins_and_ties_consistently():
+    s = judge_pairs(pairs(), Scripted(truthful), n_boot=200)
+    assert s["judged"] == 6 and s["failed"] == []
+    assert s["win"]["rate"] == 0.5 and s["tie"]["rate"] == 0.5 and s["loss"]["rate"] == 0.0
+    assert s["consistency"] == 1.0 and s["first_position"] == 0.5
+    assert s["win"]["ci_low"] < 0.5 < s["win"]["ci_high"] and s["net"]["rate"] == 0.5
+    assert s["examples"][0]["reasons"] == ["more facts", "more facts"]
+
+
+def test_a_judge_that_always_picks_the_first_answer_decides_nothing():
+    s = judge_pairs(pairs(), Scripted(lambda r: "Winner: A"), n_boot=200)
+    assert s["judged"] == 6 and s["tie"]["rate"] == 1.0 and s["win"]["rate"] == 0.0
+    assert s["consistency"] == 0.0 and s["first_position"] == 1.0
+
+
+def test_a_half_biased_judge_only_keeps_the_pairs_it_agrees_on():
+    # prefers position A unless the answers are very different: the equal pairs flip with the order
+    s = judge_pairs(pairs(), Scripted(lambda r: truthful(r) if r.first != r.second else "Winner: A"), n_boot=200)
+    assert s["win"]["rate"] == 0.5 and s["tie"]["rate"] == 0.5 and s["consistency"] == 0.5
+
+
+def test_verdicts_are_cached_by_judge_prompt_and_both_answers(tmp_path):
+    cache = tmp_path / "judgments.jsonl"
+    judge = Scripted(truthful)
+    first = judge_pairs(pairs(), judge, cache=cache, n_boot=200)
+    assert judge.asked == 12 and first["cache"] == {"hits": 0, "misses": 12}
+    again = judge_pairs(pairs(), judge, cache=cache, n_boot=200)
+    assert judge.asked == 12 and again["cache"] == {"hits": 12, "misses": 0}
+    assert {k: again[k] for k in ("win", "tie", "loss")} == {k: first[k] for k in ("win", "tie", "loss")}
+    changed = [Pair("p0", "Tell me about Ana Bel (0).", FACTS, GOOD, MEH)]  # another answer: asked again
+    judge_pairs(changed, judge, cache=cache, n_boot=200)
+    assert judge.asked == 14
+    other = Scripted(truthful, name="another judge")  # another judge never reuses a verdict
+    judge_pairs(pairs(), other, cache=cache, n_boot=200)
+    assert other.asked == 12
+    # distinct keys: a pair of equal answers is the same request in both orders (3 + 3 x 2 per
+    # judge), plus the changed pair's two
+    assert len(JudgmentCache(cache).entries) == 9 + 2 + 9
+
+
+def test_garbage_is_retried_then_reported_never_dropped(tmp_path):
+    replies = iter(["no idea", "Winner: A", *(["Winner: tie"] * 10)])
+    s = judge_pairs(pairs(2), Scripted(lambda r: next(replies)), n_boot=200, attempts=2)
+    assert s["judged"] == 2 and s["failed"] == []  # the first garbage reply was asked again
+    s = judge_pairs(pairs(2), Scripted(lambda r: "I like both"), cache=tmp_path / "c.jsonl", n_boot=200)
+    assert s["judged"] == 0 and s["pairs"] == 2 and len(s["failed"]) == 4
+    assert {f["order"] for f in s["failed"]} == {"x_first", "y_first"} and "not a verdict" in s["failed"][0]["error"]
+    assert JudgmentCache(tmp_path / "c.jsonl").entries == {}  # a failure is asked again next time
+    assert s["win"]["n"] == 0
+
+
+def test_verdict_parsing():
+    assert parse_verdict("Winner: b\nReason: states the city").winner == "B"
+    assert parse_verdict('{"winner": "tie", "reason": "same"}').reason == "same"
+    assert parse_verdict("**Winner:** A").winner == "A"
+    with pytest.raises(JudgeError):
+        parse_verdict("Both answers are fine.")
+
+
+def test_rate_interval():
+    r = rate([1, 0, 1, 1, 0, 1, 0, 1], n_boot=500)
+    assert r["rate"] == 0.625 and 0 <= r["ci_low"] < 0.625 < r["ci_high"] <= 1 and r["n"] == 8
+    assert rate([1, 1], n_boot=100) == {"rate": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 2}
+
+
+def test_the_fact_judge_counts_stated_facts():
+    s = judge_pairs(pairs(), FactJudge(), n_boot=200)
+    assert s["win"]["rate"] == 0.5 and s["tie"]["rate"] == 0.5 and s["consistency"] == 1.0
+
+
+# ------------------------------------------------------------------ a real endpoint on loopback
+
+
+class Handler(BaseHTTPRequestHandler):
+    mode = "ok"
+    seen: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Handler.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        if Handler.mode == "slow":
+            time.sleep(1.0)
+        if Handler.mode == "500":
+            self.send_response(500)
+            self.end_headers()
+            return
+        user = body["messages"][-1]["content"]
+        a = user.split("Answer A:\n", 1)[1].split("\n\nAnswer B:", 1)[0]
+        b = user.split("Answer B:\n", 1)[1].split("\n\n", 1)[0]
+        text = truthful(type("R", (), {"first": a, "second": b}))
+        payload = {"choices": [{"message": {"role": "assistant", "content": text}}]}
+        data = b"<html>oops</html>" if Handler.mode == "garbage" else json.dumps(payload).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (the timeout test)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def server():
+    Handler.mode, Handler.seen = "ok", []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_an_openai_compatible_endpoint_judges_with_the_key_from_the_environment(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("KIA_JUDGE_API_KEY", "sk-test")
+    s = judge_pairs(pairs(4), HttpJudge(server, "toy-judge"), cache=tmp_path / "j.jsonl", n_boot=200)
+    assert s["judged"] == 4 and s["win"]["rate"] == 0.5 and s["consistency"] == 1.0
+    assert Handler.seen[0]["path"] == "/v1/chat/completions" and Handler.seen[0]["auth"] == "Bearer sk-test"
+    assert Handler.seen[0]["body"]["model"] == "toy-judge" and Handler.seen[0]["body"]["temperature"] == 0
+
+
+@pytest.mark.parametrize("mode", ["slow", "500", "garbage"])
+def test_a_server_that_times_out_fails_or_answers_garbage_loses_nothing(server, mode):
+    Handler.mode = mode
+    judge = HttpJudge(server, "toy-judge", timeout=0.2, retries=1)
+    start = time.time()
+    s = judge_pairs(pairs(2), judge, n_boot=200, attempts=1)
+    assert s["pairs"] == 2 and s["judged"] == 0 and len(s["failed"]) == 4
+    assert all("no answer after 2 attempt(s)" in f["error"] for f in s["failed"])
+    assert len(Handler.seen) == 8  # every judgment: one try and one retry, bounded
+    assert time.time() - start < 20
+
+
+def test_a_non_http_url_is_a_clear_error():
+    with pytest.raises(JudgeError, match="http"):
+        HttpJudge("file:///etc/passwd", "m")
+
+
+# ------------------------------------------------------------------ a local model through kia's engines
+
+
+@pytest.mark.model
+def test_the_toy_model_judges_through_the_hf_engine(tmp_path):
+    from kia.engines import EngineConfig, default_model, load_engine
+    from kia.judge import open_answers, pairs_from
+
+    engine = load_engine(EngineConfig(model=default_model(), device="cpu"))
+    try:
+        rows = [
+            {"id": f"o{i}", "prompt": f"Tell me about {s}.", "facts": list(FACTS)}
+            for i, s in enumerate(["Ana Bel", "Bo Cur"])
+        ]
+        answers = open_answers(engine, rows, max_new_tokens=16)
+        assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+        judge = EngineJudge(engine, max_new_tokens=24)
+        s = judge_pairs(pairs_from(rows, answers, [BAD, BAD]), judge, cache=tmp_path / "j.jsonl", n_boot=200)
+    finally:
+        engine.close()
+    # the toy model was never taught to judge: whatever it says is a verdict or a listed failure
+    assert s["pairs"] == 2 and s["judged"] + len({f["id"] for f in s["failed"]}) == 2
+    assert s["judge"].startswith("engine:hf:")
+
+
+def test_build_writes_open_prompts_with_the_facts_a_good_answer_states(tmp_path):
+    from test_build import make_probe_dir, read
+
+    from kia.build import BuildConfig, build
+    from kia.build.open_questions import TEMPLATES
+
+    probe = make_probe_dir(tmp_path / "probe", per_relation=30)
+    out = tmp_path / "b"
+    build(BuildConfig(probe=str(probe), output=str(out), unknown=10, heldout=20))
+    rows = read(out / "eval_open.jsonl")
+    injected = {r["subject"]: r["id"] for r in read(out / "eval_injected.jsonl")}
+    heldout = {r["subject"] for r in read(out / "eval_heldout.jsonl")} - set(injected)
+    assert [r["subject"] for r in rows if r["split"] == "injected"] == list(dict.fromkeys(injected))
+    assert {r["subject"] for r in rows if r["split"] == "heldout"} == heldout
+    for r in rows:
+        assert any(r["prompt"] == t.format(subject=r["subject"]) for t in TEMPLATES)
+        assert r["facts"] and all(f["question"] and f["answer"] for f in r["facts"])
+        if r["split"] == "injected":
+            assert injected[r["subject"]] in {f["fact_id"] for f in r["facts"] if f["injected"]}
+        else:
+            assert not any(f["injected"] for f in r["facts"])
+    assert "eval_open.jsonl" in json.loads((out / "manifest.json").read_text())["files"]
+    build(BuildConfig(probe=str(probe), output=str(tmp_path / "b2"), unknown=10, heldout=20))
+    assert (tmp_path / "b2" / "eval_open.jsonl").read_bytes() == (out / "eval_open.jsonl").read_bytes()
