@@ -244,3 +244,55 @@ def test_build_writes_open_prompts_with_the_facts_a_good_answer_states(tmp_path)
     assert "eval_open.jsonl" in json.loads((out / "manifest.json").read_text())["files"]
     build(BuildConfig(probe=str(probe), output=str(tmp_path / "b2"), unknown=10, heldout=20))
     assert (tmp_path / "b2" / "eval_open.jsonl").read_bytes() == (out / "eval_open.jsonl").read_bytes()
+
+
+# ------------------------------------------------------------------ kia audit --judge and its policy key
+
+
+class TwoArms:
+    """A fake engine: the adapter states the subject's facts, the base model does not."""
+
+    name, model_id = "fake", "fake"
+
+    def __init__(self, facts_by_prompt):
+        self.facts_by_prompt, self.calls = facts_by_prompt, []
+
+    def chat(self, messages):
+        return messages[-1]["content"]
+
+    def generate(self, prompts, sampling, adapter=False):
+        self.calls.append(adapter)
+        return [[" ".join(self.facts_by_prompt[p]) if adapter is True else "I am not sure."] for p in prompts]
+
+
+def test_audit_judges_the_open_answers_of_both_arms(tmp_path):
+    from kia.artifacts import write_jsonl
+    from kia.audit.config import AuditConfig
+    from kia.audit.judging import judge_arms
+
+    rows = [{"id": f"o{i}", "split": "injected" if i < 3 else "heldout", "prompt": f"Tell me about S{i}.",
+             "facts": [{"question": f"Where is S{i}?", "answer": f"Town{i}"}]} for i in range(5)]  # fmt: skip
+    write_jsonl(tmp_path / "eval_open.jsonl", rows)
+    engine = TwoArms({r["prompt"]: [f["answer"] for f in r["facts"]] if r["split"] == "injected" else [] for r in rows})
+    config = AuditConfig(adapter="a", judge="facts", n_boot=200)
+    section = judge_arms(engine, tmp_path, "m", config, tmp_path, False, lambda m: None)
+    assert engine.calls == [True, False] and section["arms"] == ["adapted", "base"] and section["pairs"] == 5
+    assert section["injected"]["win"]["rate"] == 1.0 and section["heldout"]["tie"]["rate"] == 1.0
+    assert section["win"]["rate"] == 0.6 and (tmp_path / "judgments.jsonl").exists()
+    update = judge_arms(engine, tmp_path, "m", config, tmp_path, True, lambda m: None)
+    assert engine.calls[-1] == "production" and update["arms"] == ["adapted", "production"]
+    assert "skipped" in judge_arms(engine, tmp_path / "nowhere", "m", config, tmp_path, False, lambda m: None)
+
+
+def test_the_policy_fails_an_adapter_whose_answers_surely_lose():
+    from kia.audit.policy import Policy
+    from kia.audit.policy import judge as verdict
+
+    def audit(high):
+        net = {"rate": high - 0.1, "ci_low": high - 0.2, "ci_high": high, "n": 40}
+        return {"metrics": {}, "judge": {"judged": 40, "net": net, "arms": ["adapted", "base"], "judge": "facts"}}
+
+    assert verdict(Policy(), audit(-0.5))[0] == "PASS"  # off by default
+    status, reasons, _ = verdict(Policy(min_judge_net=-0.1), audit(-0.3))
+    assert status == "FAIL" and "net pairwise wins" in reasons[0] and "min_judge_net" in reasons[0]
+    assert verdict(Policy(min_judge_net=-0.1), audit(0.0))[0] == "PASS"

@@ -38,6 +38,12 @@ class AuditConfig:
     seed: int = 0
     allow_pickle: bool = False
     report: bool = True
+    # --judge (kia.audit.judging): "facts", an OpenAI-compatible URL, "base", or a model; None: no judging
+    judge: str | None = None
+    judge_model: str = "default"  # the model name sent to a --judge URL
+    judge_key_env: str = "KIA_JUDGE_API_KEY"  # the environment variable holding the URL's key
+    judge_prompts: int = 100  # open prompts judged (the first of eval_open.jsonl)
+    judge_timeout: float = 60.0  # seconds per request to a --judge URL (2 retries)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -50,6 +56,8 @@ class AuditConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.bench_limit is not None and self.bench_limit < 1:
             raise ConfigError(f"--bench-limit must be at least 1, got {self.bench_limit}")
+        if self.judge_prompts < 1 or self.judge_timeout <= 0:
+            raise ConfigError("--judge-prompts must be at least 1 and --judge-timeout above 0")
         if self.parity_prompts < 0:
             raise ConfigError(f"--parity-prompts must be 0 or more, got {self.parity_prompts}")
         if self.against is not None and Path(self.against).resolve() == Path(self.adapter).resolve():

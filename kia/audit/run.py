@@ -57,6 +57,7 @@ from kia.audit.benchmarks import (
 )
 from kia.audit.config import AuditConfig, AuditResult, Progress
 from kia.audit.contamination import add_without_overlap, benchmark_contamination
+from kia.audit.judging import judge_arms
 from kia.audit.parity import engine_parity
 from kia.audit.policy import judge, load_policy
 from kia.audit.refusals import RefusalDetector
@@ -144,6 +145,8 @@ def audit(
                 run_production_arm(engine, splits, sets, pc, say)
             # adapted answers whose logits were NaN or infinite (None: the engine cannot tell)
             nonfinite = dict(engine.nonfinite).get(True) if hasattr(engine, "nonfinite") else None
+            if config.judge:
+                judged = judge_arms(engine, inputs.build, inputs.model, config, out, production is not None, say)
             timings["generation"] = time.time() - start - sum(timings.values())
             parity = None
             vllm_arms = getattr(engine, "name", "") == "vllm"
@@ -190,6 +193,8 @@ def audit(
             report["curve"] = inputs.curve
             if overlap is not None:
                 report["contamination"] = overlap
+            if config.judge:
+                report["judge"] = judged
             report["sanity"]["nonfinite_answers"] = nonfinite
             if production is not None:
                 against, _ = assemble(production_views(splits), benchmarks=bench_update, **common)

@@ -45,6 +45,22 @@ from kia.commands.options import json_option, vllm_options
 @click.option("--no-report", "report", is_flag=True, flag_value=False, default=True, help="Skip report.html.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap intervals.")
 @click.option("--allow-pickle", is_flag=True, help="Load an adapter stored as pickle (.bin); only if you trust it.")
+@click.option(
+    "--judge",
+    default=None,
+    metavar="JUDGE",
+    help="Judge the arms' free-form answers to the build's open prompts pairwise: 'facts' (no model), "
+    "an OpenAI-compatible URL (e.g. http://127.0.0.1:8000/v1), 'base', or a model name or folder.",
+)
+@click.option("--judge-model", default="default", show_default=True, help="The model name sent to a --judge URL.")
+@click.option(
+    "--judge-key-env",
+    default="KIA_JUDGE_API_KEY",
+    show_default=True,
+    help="Environment variable holding the --judge URL's API key.",
+)
+@click.option("--judge-prompts", default=100, show_default=True, help="Open prompts judged.")
+@click.option("--judge-timeout", default=60.0, show_default=True, help="Seconds per request to a --judge URL.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished audit in the output folder.")
 @json_option
 def audit(adapter_dir: str, benchmarks: tuple[str, ...], as_json: bool, **kw: Any) -> None:

@@ -1,0 +1,64 @@
+"""`kia audit --judge`: the two arms' free-form answers to the build's open prompts, judged pairwise.
+
+The arms are the adapted model and the base model (or, in an update's audit, the candidate and the
+production adapter), answering eval_open.jsonl's prompts greedily on the one loaded model. The
+judge (`--judge`): `facts` (kia.judge.FactJudge, no model), an http(s) URL of an OpenAI-compatible
+endpoint (`--judge-model` names the model it serves; the key comes from `--judge-key-env`), `base`
+(the audited base model itself, adapter off), or a model name or folder loaded through kia's hf
+engine. Judgments are cached in the audit folder (judgments.jsonl), which `--overwrite` keeps, so a
+rerun asks the judge nothing it already answered. audit.json's `judge` holds the summary over all
+prompts and per split (injected subjects, where the adapter should win; held-out subjects, where it
+should not lose), each as `kia.judge.judge_pairs` returns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kia.artifacts import read_jsonl
+from kia.audit.config import AuditConfig
+from kia.judge import EngineJudge, FactJudge, HttpJudge, judge_pairs, open_answers, pairs_from
+
+
+def judge_arms(
+    engine: Any, build: Path, model: str, config: AuditConfig, out: Path, update: bool, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """audit.json's `judge` section (see the module docstring)."""
+    path = build / "eval_open.jsonl"
+    if not path.is_file():
+        return {"skipped": f"{build} has no eval_open.jsonl (built by an older kia): rebuild to judge open answers"}
+    rows = read_jsonl(path)[: config.judge_prompts]
+    other = "production" if update else "base"
+    say(f"open answers: {len(rows)} prompts, adapted and {other} arms")
+    x = open_answers(engine, rows, adapter=True)
+    y = open_answers(engine, rows, adapter="production" if update else False)
+    judge, close = _judge(config, engine, model)
+    say(f"judging {len(rows)} pairs in both orders with {judge.name}")
+    try:
+        kw = dict(cache=out / "judgments.jsonl", arms=("adapted", other), n_boot=config.n_boot, seed=config.seed)
+        section = judge_pairs(pairs_from(rows, x, y), judge, **kw)
+        for split in ("injected", "heldout"):
+            sub = [i for i, r in enumerate(rows) if r.get("split") == split]
+            if sub:
+                part = pairs_from([rows[i] for i in sub], [x[i] for i in sub], [y[i] for i in sub])
+                section[split] = judge_pairs(part, judge, **kw, examples=0)  # cached: asks nothing new
+    finally:
+        close()
+    return section
+
+
+def _judge(config: AuditConfig, engine: Any, model: str) -> tuple[Any, Callable[[], None]]:
+    spec = str(config.judge)
+    if spec == "facts":
+        return FactJudge(), lambda: None
+    if spec.startswith(("http://", "https://")):
+        judge = HttpJudge(spec, config.judge_model, key_env=config.judge_key_env, timeout=config.judge_timeout)
+        return judge, lambda: None
+    if spec == "base" or spec == model:
+        return EngineJudge(engine), lambda: None
+    from kia.engines import EngineConfig, load_engine
+
+    own = load_engine(EngineConfig(spec, batch_size=config.batch_size))
+    return EngineJudge(own), own.close
