@@ -296,3 +296,18 @@ def test_the_policy_fails_an_adapter_whose_answers_surely_lose():
     status, reasons, _ = verdict(Policy(min_judge_net=-0.1), audit(-0.3))
     assert status == "FAIL" and "net pairwise wins" in reasons[0] and "min_judge_net" in reasons[0]
     assert verdict(Policy(min_judge_net=-0.1), audit(0.0))[0] == "PASS"
+
+
+def test_the_report_shows_win_rates_and_examples_with_reasons(tmp_path):
+    from kia.report.render import render_html
+
+    summary = judge_pairs(pairs(), Scripted(truthful), n_boot=200)
+    summary["injected"] = judge_pairs(pairs()[:3], Scripted(truthful), n_boot=200, examples=0)
+    summary["examples"][0]["reasons"] = ["<script>alert(1)</script>", "ok"]
+    bench = {"toy_arith": {"base": 0.5, "adapted": 0.6, "delta": 0.1, "ci_low": 0.0, "ci_high": 0.2, "p_value": 0.1,
+                           "n": 10, "forgetting_rate": 0.0,
+                           "contamination": {"overlapping": 2, "doc_ids": [0, 1], "without": {"delta": 0.025}}}}  # fmt: skip
+    html = render_html({"verdict": "PASS", "judge": summary, "benchmarks": bench})
+    assert "Open answers judged pairwise: adapted against base" in html and "injected subjects" in html
+    assert "Consistency 100" in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
+    assert "+0.025 (2 docs out)" in html

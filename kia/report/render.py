@@ -154,6 +154,7 @@ def view(audit: dict[str, Any]) -> dict[str, Any]:
         adapter_id=_text(prov["adapter_id"]) if prov.get("adapter_id") else None,
         update=update_view(_dict(audit.get("update"))),
         parity=parity_view(_dict(audit.get("parity"))),
+        judge=_dict(audit.get("judge")) or None,
         provenance=provenance_view(prov),
     )
 
