@@ -103,7 +103,10 @@ def test_garbage_is_retried_then_reported_never_dropped(tmp_path):
     assert s["judged"] == 0 and s["pairs"] == 2 and len(s["failed"]) == 4
     assert {f["order"] for f in s["failed"]} == {"x_first", "y_first"} and "not a verdict" in s["failed"][0]["error"]
     assert JudgmentCache(tmp_path / "c.jsonl").entries == {}  # a failure is asked again next time
-    assert s["win"]["n"] == 0
+    assert s["win"] == {"rate": None, "ci_low": None, "ci_high": None, "n": 0} and s["consistency"] is None
+    from kia.artifacts import to_json
+
+    assert json.loads(to_json(s))["pairs"] == 2  # audit.json takes it (no NaN)
 
 
 def test_verdict_parsing():

@@ -12,8 +12,8 @@ o = +1, 0, -1) and net = win - loss, each with a 95 % BCa bootstrap interval ove
 (`scipy.stats.bootstrap`, as kia.audit.stats; resampling pairs keeps each pair's two verdicts
 together); consistency = share of judged pairs whose two verdicts agree (1 for a judge without
 position bias; a judge at 0.5 decides little); first_position = share of decisive single verdicts
-that picked answer A (0.5 without position bias). Failed judgments are listed with their error
-and counted, never dropped.
+that picked answer A (0.5 without position bias); None where nothing was judged. Failed judgments
+are listed with their error and counted, never dropped.
 
 Verdicts are cached in the run folder (judgments.jsonl), keyed by sha256 of (judge name, the
 judge's messages: prompt, facts and both answers in their order), so a rerun asks nothing it
@@ -149,8 +149,8 @@ def judge_pairs(
         "tie": rate(outcomes == 0, n_boot=n_boot, seed=seed),
         "loss": rate(outcomes == -1, n_boot=n_boot, seed=seed),
         "net": rate(outcomes, n_boot=n_boot, seed=seed),
-        "consistency": sum(r["consistent"] for r in judged) / len(judged) if judged else math.nan,
-        "first_position": sum(w == "A" for w in singles) / len(singles) if singles else math.nan,
+        "consistency": sum(r["consistent"] for r in judged) / len(judged) if judged else None,
+        "first_position": sum(w == "A" for w in singles) / len(singles) if singles else None,
         "cache": {"hits": store.hits, "misses": store.misses},
         "examples": [
             {**r, "prompt": p.prompt, arms[0]: p.x, arms[1]: p.y}
@@ -161,14 +161,15 @@ def judge_pairs(
     return summary
 
 
-def rate(values: Any, *, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+def rate(values: Any, *, n_boot: int = 2000, seed: int = 0) -> dict[str, float | None]:
     """Mean of `values` (0/1 indicators: a rate) with a 95 % BCa bootstrap interval over items;
-    the point itself when every value is equal (BCa is undefined there), NaN for no items."""
+    the point itself when every value is equal (BCa is undefined there), None for no items (audit.json
+    holds no NaN: a judge that failed everywhere leaves no rate, not a broken file)."""
     from scipy import stats
 
     v = np.asarray(values, dtype=float)
     if v.size == 0:
-        return {"rate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+        return {"rate": None, "ci_low": None, "ci_high": None, "n": 0}
     mean = float(v.mean())
     if np.ptp(v) == 0:
         return {"rate": mean, "ci_low": mean, "ci_high": mean, "n": int(v.size)}
