@@ -38,7 +38,12 @@ class Document:
 
 def normalise(text: str) -> str:
     """lm-eval's Janitor normalisation (lower case, punctuation deleted), whitespace collapsed."""
-    return " ".join(_janitor().Janitor().normalize_string(text).split())
+    return " ".join(_cleaner().normalize_string(text).split())
+
+
+@functools.cache
+def _cleaner() -> Any:
+    return _janitor().Janitor()
 
 
 @functools.cache
