@@ -130,8 +130,12 @@ def test_the_audit_reports_benchmark_deltas_without_the_overlapping_documents(tm
             "messages": [{"role": "user", "content": "What is 8 plus 1?"}, {"role": "assistant", "content": "9"}],
         }
     ]
+    (tmp_path / "eval_heldout.jsonl").write_text(
+        json.dumps({"id": "h", "question": "What is 8 plus 1?", "answers": ["9"]}) + "\n"
+    )
     report = benchmark_contamination(plan, train, tmp_path)
     assert report["unchecked"] == ["mmlu"] and report["tasks"]["toy_arith"]["overlapping"] == 1
+    assert report["heldout_splits"] == {"eval_heldout": 1} and report["counts"]["heldout"] == 1
     # 10 documents; the planted one (doc 0) flips from wrong to right, the rest are unchanged
     base = {"toy_arith": {("toy_arith", i): float(i % 2) for i in range(10)}}
     adapted = {"toy_arith": {**base["toy_arith"], ("toy_arith", 0): 1.0}}

@@ -5,7 +5,8 @@ because the adapter memorised it, not because the adapter changed what the model
 local benchmark's entry in audit.json gains `contamination`: how many of its documents overlap
 (and their doc_ids), and `without`, the same paired comparison (`kia.audit.benchmarks.compare`)
 on the documents that do not. audit.json's top-level `contamination` keeps the full check (texts,
-the training rows each document shares n-grams with), as the build's contamination.json does.
+the training rows each document shares n-grams with, and the build's held-out rows that overlap
+training), as the build's contamination.json does.
 """
 
 from __future__ import annotations
@@ -15,21 +16,24 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kia.artifacts import read_jsonl
 from kia.audit.benchmarks import BenchmarkPlan, compare
-from kia.contamination import DEFAULT_N, check_contamination, overlapping_docs
+from kia.contamination import DEFAULT_N, HELDOUT_SPLITS, check_contamination, overlapping_docs
 
 Scores = Mapping[str, Mapping[tuple[str, int], float]]  # task -> (leaf task, doc_id) -> score
 
 
 def benchmark_contamination(plan: BenchmarkPlan, train: Sequence[Mapping[str, Any]], build: Path) -> dict[str, Any]:
-    """The training rows against every local task file of the plan; lm-eval names are unchecked.
-    n is the build's (its contamination.json), else `kia.contamination.DEFAULT_N`."""
+    """The training rows against every local task file of the plan (lm-eval names are unchecked)
+    and the build's held-out splits. n is the build's (its contamination.json), else
+    `kia.contamination.DEFAULT_N`."""
     n = DEFAULT_N
     if (build / "contamination.json").is_file():
         n = int(json.loads((build / "contamination.json").read_text(encoding="utf-8")).get("n", DEFAULT_N))
     files = [s.source for s in plan.specs if s.source != "lm-eval" and Path(s.source).is_file()]
     unchecked = [s.name for s in plan.specs if s.source == "lm-eval"]
-    return check_contamination(train, task_files=files, unchecked=unchecked, n=n)
+    heldout = {s: read_jsonl(build / f"{s}.jsonl") for s in HELDOUT_SPLITS if (build / f"{s}.jsonl").is_file()}
+    return check_contamination(train, heldout=heldout, task_files=files, unchecked=unchecked, n=n)
 
 
 def add_without_overlap(
