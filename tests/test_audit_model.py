@@ -87,7 +87,10 @@ def audited(adapter_dir) -> Path:
     from kia.audit import AuditConfig, audit
 
     out = adapter_dir.parent / "audit"
-    result = audit(AuditConfig(adapter=str(adapter_dir), output=str(out), bench_limit=40, n_boot=500, report=False))
+    config = AuditConfig(
+        adapter=str(adapter_dir), output=str(out), bench_limit=40, n_boot=500, report=False, judge="facts"
+    )
+    result = audit(config)
     assert result.verdict in ("PASS", "FAIL")
     return out
 
@@ -162,6 +165,22 @@ def test_benchmarks_with_intervals(audited):
         assert 0 <= b["p_value"] <= 1 and 0 <= b["base"] <= 1
         assert b["forgetting_rate"] == pytest.approx(1 - b["adapted"] / b["base"])
         assert a["metrics"][f"benchmark/{task}"]["ci_low"] == b["ci_low"]
+
+
+def test_contamination_and_the_pairwise_judge_for_real(audited, adapter_dir):
+    """A clean build: both toy tasks checked, nothing overlaps, so no delta without; --judge facts
+    judged every open prompt of the build in both orders and cached each verdict."""
+    a = read_json(audited / "audit.json")
+    c = a["contamination"]
+    assert set(c["tasks"]) == {"toy_mc", "toy_arith"} and c["counts"]["benchmark"] == 0 and c["unchecked"] == []
+    for b in a["benchmarks"].values():
+        assert b["contamination"] == {"overlapping": 0, "doc_ids": [], "without": None}
+    j = a["judge"]
+    prompts = (adapter_dir.parent / "build" / "eval_open.jsonl").read_text().splitlines()
+    assert j["pairs"] == len(prompts) and j["judged"] + len({f["id"] for f in j["failed"]}) == j["pairs"]
+    assert j["failed"] == [] and j["consistency"] == 1.0 and j["arms"] == ["adapted", "base"]
+    assert j["injected"]["pairs"] + j["heldout"]["pairs"] == j["pairs"]
+    assert len((audited / "judgments.jsonl").read_text().splitlines()) >= j["pairs"]
 
 
 def test_outputs_and_manifest_last(audited, adapter_dir):
@@ -240,7 +259,7 @@ def test_killed_audit_reruns_to_the_same_result(adapter_dir, audited, tmp_path):
         "from kia.audit import AuditConfig, audit; "
         f"log = open({str(said)!r}, 'a', buffering=1); "
         f"audit(AuditConfig(adapter={str(adapter_dir)!r}, output={str(out)!r}, bench_limit=40, n_boot=500, "
-        "report=False), progress=lambda m: log.write(m + '\\n'))"
+        "report=False, judge='facts'), progress=lambda m: log.write(m + '\\n'))"
     )
 
     def halfway() -> bool:
@@ -256,7 +275,9 @@ def test_killed_audit_reruns_to_the_same_result(adapter_dir, audited, tmp_path):
 
     from kia.audit import AuditConfig, audit
 
-    audit(AuditConfig(adapter=str(adapter_dir), output=str(out), bench_limit=40, n_boot=500, report=False))
+    audit(
+        AuditConfig(adapter=str(adapter_dir), output=str(out), bench_limit=40, n_boot=500, report=False, judge="facts")
+    )
     assert not (out / ".kia-tmp").exists() and not list(out.rglob(".*.tmp"))
     again, first = read_json(out / "audit.json"), read_json(audited / "audit.json")
     for a in (again, first):
