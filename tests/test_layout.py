@@ -27,10 +27,11 @@ ALLOWED: dict[str, set[str]] = {
     "report": set(),
     "contamination": set(),
     "judge": {"facts", "engines"},
-    "probe": {"facts", "engines"},
+    "cluster": {"engines"},
+    "probe": {"facts", "engines", "cluster"},
     "build": {"facts", "engines", "probe", "contamination"},
     "inject": {"facts", "engines", "probe"},
-    "audit": {"facts", "engines", "probe", "report", "contamination", "judge"},
+    "audit": {"facts", "engines", "probe", "report", "cluster", "contamination", "judge"},
     "sweep": {"facts", "engines", "probe", "build", "inject", "audit"},
     "demo": {"engines", "probe", "build", "inject", "audit"},
     "commands": {
@@ -45,6 +46,7 @@ ALLOWED: dict[str, set[str]] = {
         "demo",
         "toyworld",
         "contamination",
+        "cluster",
     },
     "cli": {"commands"},
     "train": {"inject"},  # deprecated re-export of kia.inject, for one release

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kia.artifacts import read_jsonl, read_manifest, sha256_file
 from kia.audit.metrics import Arms
-from kia.engines import Engine, Sampling
+from kia.engines import Engine, EngineConfig, Sampling
 from kia.errors import ArtifactError
 from kia.facts import Fact, extract_answer
 from kia.probe import ExemplarSets, PromptBuilder
@@ -197,16 +197,43 @@ def lora_b_all_zero(adapter: Path) -> bool:
         return bool(keys) and all(not fh.get_tensor(k).any() for k in keys)
 
 
+@dataclass
+class _Task:
+    """One chunk of one split's arm: the unit of generation work, here or on a Ray replica."""
+
+    split: str
+    adapter: bool
+    facts: list[Fact]
+    prior: list[list[str]] | None = None
+
+
+def _tasks(splits: dict[str, Arms], prior: dict[str, list[list[str]] | None], size: int) -> list[_Task]:
+    """Every split's base and adapted arm in chunks of `size` facts, in order. A single-process
+    run answers the same chunks as a Ray run, so the two batch alike and answer alike."""
+    out = []
+    for name, split in splits.items():
+        for adapter in (False, True):
+            for lo in range(0, len(split.facts), size):
+                before = None if adapter else prior.get(name)
+                out.append(
+                    _Task(name, adapter, split.facts[lo : lo + size], before[lo : lo + size] if before else None)
+                )
+    return out
+
+
 def run_arms(
-    engine: Engine,
+    engine: Engine | None,
     splits: dict[str, Arms],
     sets: ExemplarSets,
     pc: dict[str, Any],
     inputs: Inputs,
     config: AuditConfig,
     say: Progress,
+    engine_config: EngineConfig | None = None,
 ) -> tuple[bool, str]:
-    """Fill every split's base and adapted answers; return (base arm reused from the probe, why)."""
+    """Fill every split's base and adapted answers; return (base arm reused from the probe, why).
+
+    With `config.ray` the chunks go to Ray replicas loaded from `engine_config` (`engine` unused)."""
     reusable, note = _reuse_check(inputs, config)
     prior: dict[str, list[list[str]] | None] = {}
     if reusable:
@@ -214,23 +241,46 @@ def run_arms(
             prior[name] = _probe_answers(inputs, splits[name].facts)
         if prior["heldout"] is None or prior["injected"] is None:
             reusable, note = False, "some evaluated facts are not in the probe run"
-        else:
-            # Spot check: the first exemplar set's answers must come out the same here.
-            facts = splits["heldout"].facts[:8]
-            fresh = greedy_answers(engine, facts, sets, {**pc, "n_sets": 1}, adapter=False)
-            differ = sum(p[:1] != f for p, f in zip(prior["heldout"], fresh, strict=False) if p)
-            if differ:
-                reusable, note = False, f"spot check: {differ} of {len(facts)} base answers differ from the probe run's"
     if reusable and "retention" in splits:  # an update's: reused where the probe has its facts, never vetoing
         prior["retention"] = _probe_answers(inputs, splits["retention"].facts)
-    for name, split in splits.items():
-        if not split.facts:
-            continue
-        reuse = prior.get(name) if reusable else None
-        say(f"{name} ({len(split.facts)} facts): base arm" + (" (continuing the probe run's answers)" if reuse else ""))
-        split.base = greedy_answers(engine, split.facts, sets, pc, adapter=False, prior=reuse)
-        say(f"{name} ({len(split.facts)} facts): adapted arm")
-        split.adapted = greedy_answers(engine, split.facts, sets, pc, adapter=True)
+    # Spot check: the first exemplar set's answers must come out as the probe run's did.
+    spot = _Task("spot", False, splits["heldout"].facts[:8]) if reusable else None
+    tasks = _tasks(splits, prior if reusable else {}, config.shard_size)
+    if config.ray is None:
+        assert engine is not None
+        if spot:
+            fresh = greedy_answers(engine, spot.facts, sets, {**pc, "n_sets": 1}, adapter=False)
+            if differ := _differ(prior["heldout"], fresh):
+                reusable, note = (
+                    False,
+                    f"spot check: {differ} of {len(spot.facts)} base answers differ from the probe run's",
+                )
+                tasks = _tasks(splits, {}, config.shard_size)
+        answers = _local(engine, tasks, splits, sets, pc, say)
+    else:
+        from kia.audit.remote import answer_on_ray
+
+        assert engine_config is not None
+        # One pass over Ray with the spot check in it, counting on it to hold (it does whenever
+        # the probe ran this model); the base arm is redone only where it does not.
+        say(f"{len(tasks)} chunks of base and adapted answers on Ray ({config.ray.replicas} replicas)")
+        answers = answer_on_ray(tasks + [spot] * bool(spot), sets, pc, engine_config, config.ray)
+        if spot and (differ := _differ(prior["heldout"], answers.pop())):
+            reusable, note = (
+                False,
+                f"spot check: {differ} of {len(spot.facts)} base answers differ from the probe run's",
+            )
+            redo = [i for i, t in enumerate(tasks) if t.prior is not None]
+            for i in redo:
+                tasks[i].prior = None
+            fixed = answer_on_ray([tasks[i] for i in redo], sets, pc, engine_config, config.ray)
+            for i, got in zip(redo, fixed, strict=True):
+                answers[i] = got
+    for split in splits.values():
+        split.base, split.adapted = [], []
+    for task, got in zip(tasks, answers, strict=True):
+        arm = splits[task.split].adapted if task.adapter else splits[task.split].base
+        arm.extend(got)
     return reusable, note
 
 
@@ -243,3 +293,22 @@ def run_production_arm(
         if split.facts:
             say(f"{name} ({len(split.facts)} facts): production arm")
             split.production = greedy_answers(engine, split.facts, sets, pc, adapter="production")
+
+
+def _differ(prior: list[list[str]] | None, fresh: list[list[str]]) -> int:
+    """How many facts' first-set answers differ between the probe run's and this engine's."""
+    return sum(p[:1] != f[:1] for p, f in zip(prior or [], fresh, strict=False) if p)
+
+
+def _local(
+    engine: Engine, tasks: list[_Task], splits: dict[str, Arms], sets: ExemplarSets, pc: dict[str, Any], say: Progress
+) -> list[list[list[str]]]:
+    out, said = [], set()
+    for t in tasks:
+        if (t.split, t.adapter) not in said:
+            said.add((t.split, t.adapter))
+            n = len(splits[t.split].facts)
+            reuse = " (continuing the probe run's answers)" if t.prior is not None else ""
+            say(f"{t.split} ({n} facts): {'adapted' if t.adapter else 'base'} arm" + ("" if t.adapter else reuse))
+        out.append(greedy_answers(engine, t.facts, sets, pc, adapter=t.adapter, prior=t.prior))
+    return out

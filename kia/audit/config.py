@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kia.cluster import RayConfig
 from kia.errors import ConfigError
 
 Progress = Callable[[str], None]
@@ -45,13 +46,15 @@ class AuditConfig:
     judge_prompts: int = 100  # open prompts judged (the first of eval_open.jsonl)
     judge_timeout: float = 60.0  # seconds per request to a --judge URL (2 retries)
     overwrite: bool = False
+    shard_size: int = 256  # facts per chunk of generation work (a Ray unit); results do not depend on Ray
+    ray: RayConfig | None = None  # where the arms are generated; None: in this process
 
     def __post_init__(self) -> None:
         if self.engine not in ("hf", "vllm"):
             raise ConfigError(f"unknown --engine '{self.engine}'; choose hf or vllm")
         if self.quant not in ("none", "nf4"):
             raise ConfigError(f"unknown --quant '{self.quant}'; choose none or nf4")
-        for name in ("batch_size", "bench_batch_size"):
+        for name in ("batch_size", "bench_batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.bench_limit is not None and self.bench_limit < 1:

@@ -91,6 +91,12 @@ def audit(
     With `config.against` the adapter is an update judged against that production adapter
     (`kia.audit.update`).
     """
+    if config.ray is not None:
+        from kia.cluster import require_ray
+
+        require_ray()  # before any work: without the extra, one line naming it
+        if config.against:
+            raise ConfigError("--ray does not run an update's production arm yet: drop --ray or --against")
     start = time.time()
     say = progress or (lambda _msg: None)
     policy = load_policy(config.policy)  # a bad policy fails before any work
@@ -130,7 +136,7 @@ def audit(
                 tensor_parallel_size=config.tensor_parallel_size,
                 gpu_memory_utilization=config.gpu_memory_utilization,
             )
-            if engine is None:
+            if engine is None and config.ray is None:
                 also = f" and the production adapter {production.adapter}" if production else ""
                 say(
                     f"loading {inputs.model} with the adapter {inputs.adapter}{also} (quant {inputs.quant}, {config.engine})"
@@ -140,7 +146,7 @@ def audit(
                 for path in (inputs.adapter, *([production.adapter] if production else [])):
                     check_adapter(path, allow_pickle=config.allow_pickle)
             timings = {"setup": time.time() - start}
-            reused, reuse_note = run_arms(engine, splits, sets, pc, inputs, config, say)
+            reused, reuse_note = run_arms(engine, splits, sets, pc, inputs, config, say, engine_config)
             if production is not None:
                 run_production_arm(engine, splits, sets, pc, say)
             # adapted answers whose logits were NaN or infinite (None: the engine cannot tell)
@@ -150,7 +156,12 @@ def audit(
             timings["generation"] = time.time() - start - sum(timings.values())
             parity = None
             vllm_arms = getattr(engine, "name", "") == "vllm"
-            if vllm_arms and (plan.specs or config.parity_prompts):
+            if engine is None and plan.specs:
+                # Ray's replicas generated the arms; lm-eval's log-likelihoods go through transformers here.
+                say(f"loading {inputs.model} with transformers for the benchmarks")
+                engine = load_engine(dataclasses.replace(engine_config, engine="hf"))
+                own = True
+            elif vllm_arms and (plan.specs or config.parity_prompts):
                 # vLLM generated the arms; the parity check and lm-eval's log-likelihoods go
                 # through transformers, loaded once the vLLM engine has given its memory back.
                 lora = getattr(engine, "lora_keys", {})
@@ -175,7 +186,7 @@ def audit(
                 engine, plan, manager, config, production is not None, say, base_benchmarks, overlap
             )
             timings["benchmarks"] = time.time() - start - sum(timings.values())
-            if own:
+            if own and engine is not None:
                 engine.close()
             say("computing metrics")
             match = str(pc.get("match", "contains"))
@@ -222,6 +233,7 @@ def audit(
                 "quant": inputs.quant,
                 "adapter_trained_quant": inputs.trained_quant,
                 "engine": config.engine,
+                "ray": dataclasses.asdict(config.ray) if config.ray else None,
                 "probe_config": {k: pc.get(k) for k in ("n_sets", "shots", "match", "max_new_tokens", "seed")},
                 "benchmarks": [dataclasses.asdict(s) for s in plan.specs],
                 "bench_limit": config.bench_limit,

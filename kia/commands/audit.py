@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kia.commands.options import json_option, vllm_options
+from kia.commands.options import json_option, ray_config, ray_options, vllm_options
 
 
 @click.command()
@@ -31,6 +31,9 @@ from kia.commands.options import json_option, vllm_options
               help="nf4: audit on the 4-bit base the adapter was trained on (QLoRA); none: the full-precision base.")  # fmt: skip
 @click.option("--batch-size", default=64, show_default=True, help="Sequences per forward pass (generation).")
 @vllm_options
+@ray_options
+@click.option("--shard-size", default=256, show_default=True,
+              help="Facts per chunk of generation work (one Ray unit; the answers do not depend on it).")  # fmt: skip
 @click.option("--bench-batch-size", default=32, show_default=True, help="lm-eval batch size.")
 @click.option(
     "--bench-limit", type=int, default=None, help="At most N documents per benchmark task (quick checks only)."
@@ -77,6 +80,8 @@ def audit(adapter_dir: str, benchmarks: tuple[str, ...], as_json: bool, **kw: An
       kia audit runs/inject --policy strict.toml -o runs/audit-strict
       kia audit runs/inject --model meta-llama/Llama-3.1-8B-Instruct --benchmarks mmlu,truthfulqa_mc2
       kia audit runs/a2 --against runs/a1 -o runs/audit-a2   # is the update a2 fit to replace a1?
+      kia audit runs/inject --ray --replicas 2      # both arms on two engine replicas (Ray Data)
+      kia audit runs/inject --engine vllm --ray auto --replicas 8   # Ray's vLLM stage, LoRA per row
 
     Writes audit.json, per_fact.jsonl, report.html and manifest.json.
     """
@@ -84,7 +89,7 @@ def audit(adapter_dir: str, benchmarks: tuple[str, ...], as_json: bool, **kw: An
     from kia.audit import audit as run_audit
 
     items = tuple(x.strip() for b in benchmarks for x in b.split(",") if x.strip()) if benchmarks else None
-    config = AuditConfig(adapter=adapter_dir, benchmarks=items, **kw)
+    config = AuditConfig(adapter=adapter_dir, benchmarks=items, ray=ray_config(kw), **kw)
 
     def say(msg: str) -> None:
         if not as_json:

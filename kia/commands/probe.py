@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kia.commands.options import json_option, progress_bar, vllm_options
+from kia.commands.options import json_option, progress_bar, ray_config, ray_options, vllm_options
 from kia.probe import MATCH_MODES
 
 
@@ -56,6 +56,7 @@ from kia.probe import MATCH_MODES
 @click.option("--seed", default=0, show_default=True, help="Seed for exemplar sets and sampling.")
 @click.option("--batch-size", default=64, show_default=True, help="Sequences per forward pass.")
 @vllm_options
+@ray_options
 @click.option(
     "--shard-size", default=256, show_default=True, help="Facts per shard: a killed run loses at most one shard."
 )
@@ -74,14 +75,18 @@ def probe(facts: str, model: str | None, as_json: bool, **kw: object) -> None:
       kia probe datasets/toyworld/facts.jsonl -o runs/p1
       kia probe facts.jsonl --model meta-llama/Llama-3.1-8B-Instruct --quant nf4 --engine vllm
       kia probe facts.jsonl --greedy-only -o runs/p2          # the paper's cheaper probe
+      kia probe facts.jsonl -o runs/p3 --ray --replicas 2     # Ray Data, two engine replicas here
+      kia probe facts.jsonl --engine vllm --ray auto --replicas 8 --model BIG_MODEL   # a Ray cluster
 
-    A killed run resumes when the same command is run again.
+    A killed run resumes when the same command is run again (with or without --ray: a shard
+    comes out the same wherever it runs).
     """
     from kia.engines import default_model
     from kia.probe import ProbeConfig
     from kia.probe import probe as run_probe
 
-    config = ProbeConfig(facts=facts, model=model or default_model(), **kw)  # type: ignore[arg-type]
+    ray = ray_config(kw)
+    config = ProbeConfig(facts=facts, model=model or default_model(), ray=ray, **kw)  # type: ignore[arg-type]
     bar, update = progress_bar("probing")
     with bar:
         result = run_probe(config, progress=update)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kia.cluster import RayConfig
 from kia.engines import EngineConfig
 from kia.errors import ConfigError
 
@@ -39,6 +40,7 @@ class ProbeConfig:
     keep_generations: bool = False
     skip_invalid: bool = False
     overwrite: bool = False
+    ray: RayConfig | None = None  # where the shards are probed; None: in this process
 
     def __post_init__(self) -> None:
         if self.match not in MATCH_MODES:
@@ -72,6 +74,7 @@ class ProbeConfig:
             "keep_generations",
             "tensor_parallel_size",
             "gpu_memory_utilization",
+            "ray",  # a shard comes out the same wherever it runs: a run may resume with or without Ray
         ):
             d.pop(k)
         return d

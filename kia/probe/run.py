@@ -21,9 +21,9 @@ from kia.artifacts import (
 )
 from kia.engines import Engine, load_engine
 from kia.errors import ArtifactError
-from kia.facts import FactStream
+from kia.facts import Fact, FactStream
 from kia.probe.config import ProbeConfig, ProbeResult
-from kia.probe.prompts import make_exemplar_sets
+from kia.probe.prompts import ExemplarSets, make_exemplar_sets
 from kia.probe.shards import (
     FactKey,
     chunks,
@@ -41,6 +41,10 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
     """Run the probe described by `config`, resuming a killed run in the same folder."""
     import polars as pl
 
+    if config.ray is not None:
+        from kia.cluster import require_ray
+
+        require_ray()  # before any work: without the extra, one line naming it
     start = time.time()
     # The folder is locked before the facts are read: the first pass writes rejects.jsonl, and a
     # second probe into a folder in use must change nothing there.
@@ -82,22 +86,33 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
         done = 0
         resumed = 0
         engine: Engine | None = None
-        for i, chunk in enumerate(chunks(stream, config.shard_size, n_facts)):
-            path = shard_dir / f"facts-{i:05d}.parquet"
-            if path.exists():
-                resumed += 1
-            else:
-                engine = engine or load_engine(config.engine_config())
-                gens: list[dict[str, Any]] | None = [] if config.keep_generations else None
-                rows = probe_facts(engine, chunk, sets, config, generations=gens)
-                if gens is not None:
-                    write_shard(shard_dir / f"generations-{i:05d}.parquet", gens, shard_schemas()[1])
-                write_shard(path, rows, shard_schemas()[0])
-            done += len(chunk)
+        pending: list[tuple[int, list[Fact]]] = []
+
+        def finished(i: int, result: tuple[list[dict[str, Any]], list[dict[str, Any]] | None]) -> None:
+            nonlocal done
+            rows, gens = result
+            if gens is not None:
+                write_shard(shard_dir / f"generations-{i:05d}.parquet", gens, shard_schemas()[1])
+            write_shard(shard_dir / f"facts-{i:05d}.parquet", rows, shard_schemas()[0])
+            done += len(rows)
             if progress:
                 progress(done, n_facts)
+
+        for i, chunk in enumerate(chunks(stream, config.shard_size, n_facts)):
+            if (shard_dir / f"facts-{i:05d}.parquet").exists():
+                resumed += 1
+                done += len(chunk)
+                if progress:
+                    progress(done, n_facts)
+            elif config.ray is not None:
+                pending.append((i, chunk))  # the facts of the shards left to probe, for Ray
+            else:
+                engine = engine or load_engine(config.engine_config())
+                finished(i, probe_shard(engine, chunk, sets=sets, config=config))
         if engine is not None:
             engine.close()
+        if pending:
+            _probe_on_ray(pending, sets, config, finished)
         join_shards(out / "facts.parquet", [shard_dir / f"facts-{i:05d}.parquet" for i in range(n_chunks)])
         if config.keep_generations:
             gen_paths = [shard_dir / f"generations-{i:05d}.parquet" for i in range(n_chunks)]
@@ -133,3 +148,60 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
         greedy_only=config.greedy_only,
         warnings=stream.warnings,
     )
+
+
+def probe_shard(
+    engine: Engine, facts: list[Fact], *, sets: ExemplarSets, config: ProbeConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """One shard's facts.parquet rows (and generations, when kept): the same wherever it runs."""
+    gens: list[dict[str, Any]] | None = [] if config.keep_generations else None
+    return probe_facts(engine, facts, sets, config, generations=gens), gens
+
+
+def _probe_on_ray(
+    pending: list[tuple[int, list[Fact]]],
+    sets: ExemplarSets,
+    config: ProbeConfig,
+    finished: Callable[[int, Any], None],
+) -> None:
+    """The shards left, on Ray: a greedy-only probe on the vLLM engine goes through Ray's own vLLM
+    batch stage (every prompt is known up front); any other through kia's engines, a shard a call."""
+    import functools
+
+    from kia.cluster import generate_greedy, map_units
+
+    assert config.ray is not None
+    if not (config.greedy_only and config.engine == "vllm"):
+        work = functools.partial(probe_shard, sets=sets, config=config)
+        map_units(pending, work, config.engine_config(), config.ray, finished)
+        return
+    from kia.engines import PromptTokenizer, Sampling
+    from kia.probe.prompts import PromptBuilder
+    from kia.probe.slick import _shots, greedy_rows
+
+    tokenizer = PromptTokenizer(config.model)
+    build = PromptBuilder(tokenizer)
+    facts = dict(pending)
+    answers = {i: [[""] * config.n_sets for _ in chunk] for i, chunk in pending}
+    left = {i: len(chunk) * config.n_sets for i, chunk in pending}
+    # key = (shard, fact, set), packed in one integer
+    width, sets_n = config.shard_size, config.n_sets
+
+    def requests() -> Any:
+        for i, chunk in pending:
+            for j, fact in enumerate(chunk):
+                for s in range(sets_n):
+                    prompt = build(_shots(sets.for_fact(fact, s)), fact.question)
+                    yield (i * width + j) * sets_n + s, tokenizer.token_ids(prompt), False
+
+    def answered(key: int, text: str) -> None:
+        i, rest = divmod(key, width * sets_n)
+        j, s = divmod(rest, sets_n)
+        answers[i][j][s] = text
+        left[i] -= 1
+        if not left[i]:
+            gens: list[dict[str, Any]] | None = [] if config.keep_generations else None
+            finished(i, (greedy_rows(facts[i], answers.pop(i), config, generations=gens), gens))
+
+    sampling = Sampling(n=1, temperature=0.0, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    generate_greedy(list(requests()), sampling, config.engine_config(), config.ray, answered)
