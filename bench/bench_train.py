@@ -42,13 +42,16 @@ def baseline(build: Path, model_id: str, hp: dict, out: Path, seed: int) -> dict
 
     rows = [{"messages": r["messages"]} for r in read_jsonl(build / "train.jsonl")]
     tokenizer = AutoTokenizer.from_pretrained(model_id)
+    # On a GPU, what a TRL user writes there (bf16 compute, the model on the GPU); on the CPU,
+    # SFTTrainer's defaults (fp32 compute).
+    cuda = torch.cuda.is_available()
     model = AutoModelForCausalLM.from_pretrained(
         model_id,
         quantization_config=BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_compute_dtype=torch.bfloat16 if cuda else torch.float32,
         ),
-        device_map={"": "cpu"},
+        device_map={"": 0} if cuda else {"": "cpu"},
     )  # fmt: skip
     targets = list(hp["targets"])
     lora = LoraConfig(
@@ -65,7 +68,8 @@ def baseline(build: Path, model_id: str, hp: dict, out: Path, seed: int) -> dict
         report_to=[],
         save_strategy="no",
         logging_steps=1000,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not cuda,
+        bf16=cuda,
         disable_tqdm=True,
     )
     trainer = SFTTrainer(
@@ -200,7 +204,9 @@ def main() -> None:
             inject(replace(config, output=str(Path(tmp) / "kia")))
             wall = time.perf_counter() - t
             manifest = read_manifest(Path(tmp) / "kia", "inject")
-            model, tokenizer = load_model(model_id, "nf4", "cpu")
+            import torch
+
+            model, tokenizer = load_model(model_id, "nf4", "cuda" if torch.cuda.is_available() else "cpu")
             model = PeftModel.from_pretrained(model, str(Path(tmp) / "kia"))
             row = {
                 "wall_seconds": round(wall, 2),
