@@ -19,7 +19,8 @@ rm -rf "$W" && mkdir -p "$W/polars" "$W/rest" "$W/sdist"
 download() {  # download DIR SPEC...: binary wheels only, no dependencies (each is listed)
   local dir=$1; shift
   pip download --no-deps --only-binary=:all: --python-version "$PY" --implementation cp \
-    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_31_x86_64 \
     --platform any -d "$dir" "$@"
 }
 
@@ -58,7 +59,8 @@ EOF
 rm -rf "$W/sdist"
 du -sh "$W/polars" "$W/rest"
 
-# the CPU reference run (about 2-3 minutes on 2 cores)
+# the CPU reference run (about 2-3 minutes on 2 cores); SKIP_DEMO=1 leaves it out
+[ -n "${SKIP_DEMO:-}" ] && exit 0
 python -m kia demo -o "$G/prepared/cpu" --overwrite
 du -sh "$G/prepared"
 echo "ready: see bench/README.md, 'GPU check', for the two commands to run on the GPU machine"
