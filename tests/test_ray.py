@@ -182,7 +182,11 @@ def test_without_ray_the_flag_is_one_line_naming_the_extra(monkeypatch, tmp_path
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as where it is absent
     facts = tmp_path / "f.jsonl"
     facts.write_text(json.dumps({"id": "a", "question": "Who?", "answers": ["Bo"]}) + "\n")
-    for argv in (["probe", str(facts), "-o", str(tmp_path / "p"), "--ray"], ["probe", str(facts), "--ray", "auto"]):
+    for argv in (
+        ["probe", str(facts), "-o", str(tmp_path / "p"), "--ray"],
+        ["probe", str(facts), "--ray", "auto"],
+        ["audit", str(tmp_path), "-o", str(tmp_path / "a"), "--ray", "--replicas", "2"],
+    ):
         res = CliRunner().invoke(cli, argv)
         assert res.exit_code == 2, res.output
         lines = res.output.strip().splitlines()
