@@ -45,6 +45,8 @@ def answer_on_ray(
     """Every task's answers (per fact, per exemplar set), in the order of `tasks`."""
     from kia.cluster import generate_greedy, map_units
 
+    if not tasks:
+        return []
     if engine.engine != "vllm":
         out: dict[int, list[list[str]]] = {}
         units = [(k, (t.facts, t.adapter, t.prior, _n_sets(t, pc))) for k, t in enumerate(tasks)]
