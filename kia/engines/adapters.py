@@ -68,6 +68,8 @@ def check_adapter(adapter: str | Path, model: Any = None, *, allow_pickle: bool 
     from kia.engines.adapter_weights import check_config, check_weights
 
     lora = check_config(folder / "adapter_config.json", config)
+    if hasattr(model, "get_base_model"):  # a further named adapter: its weights are keyed by the bare model's modules
+        model = model.get_base_model()
     if model is not None:
         base_cfg = getattr(model, "config", None)
         base_name = str(getattr(base_cfg, "_name_or_path", "") or "")

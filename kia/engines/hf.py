@@ -88,10 +88,10 @@ class HFEngine:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._config = getattr(base, "config", None)
         # Sequences generated, and those whose logits were ever NaN or infinite, per arm (adapter
-        # off / on): an adapter whose finite weights overflow the model answers from garbage, and
-        # the audit fails it for that rather than for the garbage.
-        self.generated = {False: 0, True: 0}
-        self.nonfinite = {False: 0, True: 0}
+        # off / on / a named adapter): an adapter whose finite weights overflow the model answers
+        # from garbage, and the audit fails it for that rather than for the garbage.
+        self.generated: dict[bool | str, int] = {False: 0, True: 0}
+        self.nonfinite: dict[bool | str, int] = {False: 0, True: 0}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -175,8 +175,8 @@ class HFEngine:
                     _seed_for(sampling.seed, texts),
                     watch,
                 )
-                self.generated[adapter] += len(outs)
-                self.nonfinite[adapter] += watch.count()
+                self.generated[adapter] = self.generated.get(adapter, 0) + len(outs)  # a named arm: its own key
+                self.nonfinite[adapter] = self.nonfinite.get(adapter, 0) + watch.count()
                 for j, i in enumerate(idx):
                     results[i] = outs[j * sampling.n : (j + 1) * sampling.n]
         return results
