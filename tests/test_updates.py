@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kia.artifacts import read_json, read_jsonl, write_json, write_jsonl
+from kia.artifacts import read_json, read_jsonl, sha256_file, write_json, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "datasets" / "toyworld"
@@ -209,6 +209,9 @@ def test_candidate_trained_to_forget_fails_naming_how_many_were_lost(world, tmp_
             {**unlearn, "answer": "I don't know.", "messages": training_messages(f["question"], "I don't know.")}
         )
     write_jsonl(forget / "train.jsonl", rows)
+    manifest = read_json(forget / "manifest.json")  # a hand-made mixture: its manifest records the new file
+    manifest["files"]["train.jsonl"] = sha256_file(forget / "train.jsonl")
+    write_json(forget / "manifest.json", manifest)
     inject(InjectConfig(build=str(forget), output=str(tmp_path / "af"), from_adapter=str(root / "a1"), **LORA))
     result = audit(AuditConfig(adapter=str(tmp_path / "af"), against=str(root / "a1"), output=str(tmp_path / "u"),
                                benchmarks=("none",), n_boot=300, report=False))  # fmt: skip
