@@ -73,9 +73,10 @@ def main() -> None:
         probe(ProbeConfig(facts=str(facts), model=default_model(), output=str(work / "probe"), batch_size=256,
                           greedy_only=args.greedy_only, overwrite=True))  # fmt: skip
         probe_dir = work / "probe"
-    else:
+        probe_seconds = round(time.perf_counter() - t0, 1)
+    else:  # a reused probe run: the time its own manifest recorded
         probe_dir = Path(args.probe)
-    probe_seconds = round(time.perf_counter() - t0, 1)
+        probe_seconds = read_json(probe_dir / "manifest.json").get("wall_seconds")
 
     def make(name: str, after: tuple[str, ...] = (), replay: tuple[str, ...] = (), parent: Path | None = None):
         """Build and inject one update; (adapter folder, build folder, seconds)."""
