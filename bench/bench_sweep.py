@@ -40,7 +40,7 @@ def run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> None:
 
 def run_sweep(probe: str, args: argparse.Namespace, out: Path) -> float:
     cmd = [*KIA, "sweep", probe, "--unknown", args.unknown, "--seeds", args.seeds, "-o", str(out),
-           "--heldout", str(args.heldout), *_limit(args)]  # fmt: skip
+           "--heldout", str(args.heldout), *_limit(args), *_steps(args)]  # fmt: skip
     for r in args.recipe:
         cmd += ["--recipe", r]
     t = time.perf_counter()
@@ -50,6 +50,10 @@ def run_sweep(probe: str, args: argparse.Namespace, out: Path) -> float:
 
 def _limit(args: argparse.Namespace) -> list[str]:
     return ["--bench-limit", str(args.bench_limit)] if args.bench_limit else []
+
+
+def _steps(args: argparse.Namespace) -> list[str]:
+    return ["--min-steps", str(args.min_steps)] if args.min_steps is not None else []
 
 
 def run_separately(
@@ -63,7 +67,9 @@ def run_separately(
         run([*KIA, "build", probe, "--unknown", str(p.n), "--highly-known", str(p.recipe.highly_known),
              "--paraphrases", str(p.recipe.paraphrases), "--maybe-known", str(p.recipe.maybe_known),
              "--seed", str(p.seed), "--heldout-ids", str(heldout), "-o", str(folder / "build")])  # fmt: skip
-        run([*KIA, "inject", str(folder / "build"), "--seed", str(p.seed), "-o", str(folder / "adapter")])
+        run(
+            [*KIA, "inject", str(folder / "build"), "--seed", str(p.seed), "-o", str(folder / "adapter"), *_steps(args)]
+        )
         audit = [*KIA, "audit", str(folder / "adapter"), "-o", str(folder / "audit"), *_limit(args)]
         run(audit, ok=(0, 1))  # PASS or FAIL
         per_point[p.name] = round(time.perf_counter() - start, 2)
@@ -97,6 +103,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--heldout", type=int, default=300, help="the shared held-out set's size (both sides)")
     parser.add_argument("--bench-limit", type=int, default=None, help="documents per benchmark task (both sides)")
+    parser.add_argument("--min-steps", type=int, default=None, help="training's step budget (both sides)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds; the order alternates (ABBA)")
     parser.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "sweep.json"))
     args = parser.parse_args()
@@ -146,7 +153,7 @@ def _result(args: argparse.Namespace, n_points: int, rounds: list, diffs: list, 
         "machine": machine(),
         "probe": args.probe,
         "grid": {"unknown": args.unknown, "recipes": args.recipe, "seeds": args.seeds, "points": n_points},
-        "settings": {"heldout": args.heldout, "bench_limit": args.bench_limit, "training": "kia inject's defaults"},
+        "settings": {"heldout": args.heldout, "bench_limit": args.bench_limit, "min_steps": args.min_steps},
         "rounds_done": f"{len(rounds)} of {repeats}",
         "rounds": rounds,
         "identical_metrics_per_point": not diffs,
