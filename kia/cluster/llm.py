@@ -60,6 +60,8 @@ def generate_greedy(
         from kia.engines.vllm import engine_kwargs
 
         cpus, gpus = replica_resources(ray, config, engine.tensor_parallel_size)
+        if not gpus:
+            cpus = _leave_a_cpu(ray, config, cpus)
         kwargs = engine_kwargs(engine, cuda=gpus > 0)
         base = kwargs.pop("model")
         tp = engine.tensor_parallel_size
@@ -93,3 +95,18 @@ def generate_greedy(
         with unwrapped_errors():
             for row in processor(ds).iter_rows():
                 on_result(int(row["key"]), str(row["text"]))
+
+
+def _leave_a_cpu(ray: Any, config: RayConfig, cpus: float) -> float:
+    """CPUs per CPU replica such that one CPU of the cluster stays free. Ray's vLLM stage runs its
+    pre- and post-processing as Ray tasks beside the replicas: replicas holding every CPU starve
+    them and the pipeline waits for ever (seen on 2 CPUs: one default replica took both)."""
+    total = float(ray.cluster_resources().get("CPU", 0))
+    if config.cpus is None and config.replicas * cpus >= total:
+        cpus = max(1.0, (total - 1) // config.replicas)
+    if config.replicas * cpus >= total:
+        raise ConfigError(
+            f"{config.replicas} vLLM replicas of {cpus:g} CPUs leave none of this cluster's {total:g} CPUs "
+            "for Ray Data's pre- and post-processing tasks: lower --replicas or --replica-cpus"
+        )
+    return cpus
