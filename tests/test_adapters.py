@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fuzzing import examples
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
@@ -203,6 +203,12 @@ def _mutate(folder: Path, m: tuple) -> None:
 @pytest.mark.model
 @pytest.mark.skipif(not (TOY / "config.json").exists(), reason="no toy model")
 @given(m=mutation)
+# found by a 400-input random run (KIA_FUZZ_EXAMPLES), each a traceback or a two-line message before
+@example(m=("set key", "lora_dropout", 2))  # torch's Dropout raised ValueError inside peft
+@example(m=("set key", "rank_pattern", None))  # peft called None.keys()
+@example(m=("set key", "base_model_name_or_path", "\n"))  # the name went into the message raw
+@example(m=("set key", "target_modules", "\n"))  # likewise the pattern
+@example(m=("flip byte", 79, 1))  # the first tensor's dtype F32 -> G32: safetensors failed inside peft
 @examples(40)
 def test_an_adapter_either_fails_in_one_line_or_loads_every_weight_it_holds(tmp_path_factory, toy_model, m):
     """Whatever was done to it: a one-line AdapterError naming a file of the folder, or peft loads

@@ -21,6 +21,11 @@ REQUIRED = ("peft_type", "r", "lora_alpha", "target_modules")
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
                "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}  # fmt: skip
 _LORA_KEY = re.compile(r"base_model\.model\.(.+)\.(lora_A|lora_B)\.weight")
+# every dtype the safetensors format defines (safetensors 0.8); anything else is a damaged header
+SAFETENSORS_DTYPES = frozenset(
+    "BOOL F4 F6_E2M3 F6_E3M2 U8 I8 F8_E5M2 F8_E4M3 F8_E8M0 F8_E4M3FNUZ F8_E5M2FNUZ I16 U16 F16 BF16 I32 U32 F32 "
+    "C64 F64 I64 U64".split()
+)
 
 
 def _number(value: Any) -> bool:
@@ -97,8 +102,11 @@ def check_config(path: Path, config: dict[str, Any]) -> Any:
             re.compile(targets)  # a string is a regular expression to peft, a list holds names
         except re.error as exc:
             raise AdapterError(f"{path}: key 'target_modules' is not a valid regular expression ({exc})") from None
+    dropout = config.get("lora_dropout", 0.0)
+    if not _number(dropout) or not 0 <= dropout < 1:  # torch's Dropout raises past peft's checks
+        raise AdapterError(f"{path}: key 'lora_dropout' must be a number in [0, 1), got {dropout!r}")
     for key in ("rank_pattern", "alpha_pattern"):
-        pattern = config.get(key) or {}
+        pattern = config.get(key, {})  # None is no mapping: peft calls .keys() on it
         if not isinstance(pattern, dict) or not all(_number(v) for v in pattern.values()):
             raise AdapterError(f"{path}: key '{key}' must map module names to numbers, got {pattern!r}")
     try:
@@ -139,6 +147,10 @@ def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
                 raise ValueError
         except (KeyError, TypeError, ValueError):
             raise bad(f"the header entry of tensor {name} is malformed: damaged file") from None
+        if (
+            not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES
+        ):  # safetensors itself fails on it later, with a page of text
+            raise bad(f"tensor {name} has dtype {dtype!r}, which safetensors does not know: damaged file")
         if dtype in DTYPE_BYTES and high - low != math.prod(shape) * DTYPE_BYTES[dtype]:
             raise bad(f"tensor {name} ({dtype} {list(shape)}) needs {math.prod(shape) * DTYPE_BYTES[dtype]} bytes, "
                       f"its offsets give {high - low}: damaged file")  # fmt: skip
@@ -187,7 +199,7 @@ def check_weights(path: Path, lora: Any, model: Any = None) -> None:
         if not check_target_module_exists(lora, module):
             named = lora.target_modules if isinstance(lora.target_modules, str) else sorted(lora.target_modules)
             raise AdapterError(
-                f"{path}: holds weights for {module}, which target_modules {named} of {config_path.name} "
+                f"{path}: holds weights for {module}, which target_modules {named!r} of {config_path.name} "
                 "does not name: peft would ignore them and load a no-op"
             )
         if model is None:

@@ -76,7 +76,7 @@ def check_adapter(adapter: str | Path, model: Any = None, *, allow_pickle: bool 
         wanted = str(config.get("base_model_name_or_path") or "")
         if wanted and base_name and not _same_model(wanted, base_name):
             raise AdapterError(
-                f"{folder / 'adapter_config.json'}: was trained on base model '{wanted}', but the model loaded is '{base_name}'; "
+                f"{folder / 'adapter_config.json'}: was trained on base model {wanted!r}, but the model loaded is {base_name!r}; "
                 "pass the adapter's own base model with --model"
             )
         arch = _manifest_architecture(folder)
