@@ -13,7 +13,6 @@ exact 0 and 1 at the ends), fixed seeds so that a report is reproducible, and th
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,12 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
+from kia.stats import batch_size, mean_interval, seeded
 
-# scipy's jackknife materialises n × (n − 1) indices and values unless batched (1.6 GB for a
-# 10k-document benchmark); the resamples are drawn in the same order whatever the batch, so only
-# memory changes.
-_BATCH_ELEMENTS = 1 << 22
+Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
 
 
 @dataclass(frozen=True)
@@ -38,21 +34,6 @@ class Interval:
     low: float
     high: float
     p_value: float | None = None
-
-
-def _seeded(func: Callable[..., object], seed: int) -> dict[str, np.random.Generator]:
-    """{keyword: np.random.default_rng(seed)} for a scipy resampling function.
-
-    scipy 1.15 added `rng` (the new name of `random_state`), and pyproject still allows scipy 1.11;
-    both take a seeded numpy Generator, which makes every figure reproducible from `seed`.
-    """
-    name = "rng" if "rng" in inspect.signature(func).parameters else "random_state"
-    return {name: np.random.default_rng(seed)}
-
-
-def _batch(n: int) -> int:
-    """Resamples (or jackknife samples) per batch: _BATCH_ELEMENTS / n, at least 1, to bound memory."""
-    return max(1, _BATCH_ELEMENTS // max(n, 1))
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -114,8 +95,8 @@ def _sign_flip_p(d: np.ndarray, n_boot: int, seed: int) -> float:
         permutation_type="samples",
         vectorized=True,
         n_resamples=n_boot,
-        batch=_batch(d.size),
-        **_seeded(stats.permutation_test, seed),
+        batch=batch_size(d.size),
+        **seeded(stats.permutation_test, seed),
     )
     return float(res.pvalue)
 
@@ -160,22 +141,7 @@ def paired_bootstrap(
     p = _sign_flip_p(d, n_boot, seed) if with_p else None
     if np.ptp(d) == 0:
         return Interval(mean, mean, mean, p)
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        # BCa could only fail if every resample fell on one side of the mean (a tiny n_boot); the
-        # percentile interval below covers that, so scipy's warning would be noise.
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        res = stats.bootstrap(
-            (d,),
-            np.mean,
-            n_resamples=n_boot,
-            method="BCa",
-            vectorized=True,
-            batch=_batch(d.size),
-            **_seeded(stats.bootstrap, seed),
-        )
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        low, high = (float(x) for x in np.percentile(res.bootstrap_distribution, [2.5, 97.5]))
+    low, high = mean_interval(d, n_boot=n_boot, seed=seed)
     return Interval(mean, low, high, p)
 
 
@@ -249,9 +215,9 @@ def cluster_bootstrap(
         return out.reshape(indices.shape[:-1])
 
     data = (np.arange(n_items),)
-    common = {"vectorized": True, "batch": _batch(n_items)}
+    common = {"vectorized": True, "batch": batch_size(n_items)}
     res = stats.bootstrap(
-        data, theta, n_resamples=n_boot, method="percentile", **common, **_seeded(stats.bootstrap, seed)
+        data, theta, n_resamples=n_boot, method="percentile", **common, **seeded(stats.bootstrap, seed)
     )
     dist = np.asarray(res.bootstrap_distribution, dtype=float)
     q0 = (2 * n_boot * _mid_rank(dist, 0.0) + 1) / (2 * n_boot + 2)  # +1: never exactly 0 or 1

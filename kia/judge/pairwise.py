@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from kia.errors import JudgeError
 from kia.judge.judges import Judge, JudgeRequest
 from kia.judge.verdict import Verdict, parse_verdict
+from kia.stats import mean_interval
 
 
 @dataclass(frozen=True)
@@ -165,21 +165,11 @@ def rate(values: Any, *, n_boot: int = 2000, seed: int = 0) -> dict[str, float |
     """Mean of `values` (0/1 indicators: a rate) with a 95 % BCa bootstrap interval over items;
     the point itself when every value is equal (BCa is undefined there), None for no items (audit.json
     holds no NaN: a judge that failed everywhere leaves no rate, not a broken file)."""
-    from scipy import stats
-
     v = np.asarray(values, dtype=float)
     if v.size == 0:
         return {"rate": None, "ci_low": None, "ci_high": None, "n": 0}
     mean = float(v.mean())
     if np.ptp(v) == 0:
         return {"rate": mean, "ci_low": mean, "ci_high": mean, "n": int(v.size)}
-    import inspect
-
-    seeded = {
-        "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state": np.random.default_rng(seed)
-    }
-    res = stats.bootstrap((v,), np.mean, n_resamples=n_boot, method="BCa", **seeded)
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        low, high = (float(x) for x in np.percentile(res.bootstrap_distribution, [2.5, 97.5]))
+    low, high = mean_interval(v, n_boot=n_boot, seed=seed)
     return {"rate": mean, "ci_low": low, "ci_high": high, "n": int(v.size)}
