@@ -103,6 +103,43 @@ def test_a_grid_too_large_for_the_probe_fails_before_any_work(probe_dir, tmp_pat
     assert not out.exists()
 
 
+
+def test_skip_unfit_lists_the_points_the_probe_cannot_fill_and_runs_the_rest(probe_dir, tmp_path):
+    """Same probe as above: 36 Unknown and 20 HighlyKnown facts left outside 12 held out."""
+    from kia.sweep.grid import check_grid, pools, unfit_points
+
+    config = SweepConfig(probe=str(probe_dir), unknown=(10, 20, 1000), recipes=(Recipe(0, 0), Recipe(1, 0)),
+                         heldout=12, output=str(tmp_path / "s"))  # fmt: skip
+    left = {"Unknown": 36, "MaybeKnown": 92, "HighlyKnown": 20}
+    unfit = unfit_points(config, left, 12)
+    assert [(u["n"], u["recipe"]) for u in unfit] == [(1000, "K=0,P=0"), (1000, "K=1,P=0")]
+    left["HighlyKnown"] = 15
+    unfit = unfit_points(config, left, 12)
+    assert [(u["n"], u["recipe"]) for u in unfit] == [(20, "K=1,P=0"), (1000, "K=0,P=0"), (1000, "K=1,P=0")]
+    assert "needs 20 HighlyKnown facts" in unfit[0]["reason"]
+    with pytest.raises(ConfigError, match=r"\(3 points do not fit\); or pass --skip-unfit to run the points that fit"):
+        check_grid(config, left, 12)
+    skipping = SweepConfig(**{**config.__dict__, "skip_unfit": True})
+    assert check_grid(skipping, left, 12) == unfit
+    assert pools(config, [])["Unknown"] == 40  # the fixture's probe, nothing held out
+
+
+def test_a_point_not_run_ends_its_recipe_curve_and_is_named():
+    recipes = (Recipe(0, 0), Recipe(1, 0))
+    rows = [_row(n, r.label, 0, "PASS") for n in (10, 30) for r in recipes] + [_row(100, "K=0,P=0", 0, "FAIL")]
+    unfit = [{"n": 100, "recipe": "K=1,P=0", "reason": "needs 100 HighlyKnown facts"}]
+    rec = recommend(rows, recipes, (10, 30, 100), unfit)
+    by = {p["recipe"]: p for p in rec["per_recipe"]}
+    assert by["K=1,P=0"]["max_n"] == 30 and by["K=1,P=0"]["not_run"] == 100 and by["K=1,P=0"]["first_failure"] is None
+    assert by["K=0,P=0"]["max_n"] == 30 and by["K=0,P=0"]["first_failure"]["n"] == 100
+    # a tie at 30: fewer rows per fact wins, and its failure at 100 is said
+    assert rec["recipe"] == "K=0,P=0" and rec["text"].endswith("N = 100 fails).")
+    only = recommend(rows[1::2], recipes[1:], (10, 30, 100), unfit)
+    assert only["text"].endswith("N = 100 was not run: the probe has too few facts for it).")
+    data = {**hostile_sweep(), "recommendation": only, "unfit": unfit}
+    html = render_html(data)
+    assert "N = 100 not run (too few facts in the probe)" in html and "N = 100 with K=1,P=0: needs 100 HighlyKnown" in html
+
 def test_the_command_prints_one_line_errors(probe_dir, tmp_path):
     from kia.cli import cli
     from kia.commands import register

@@ -143,3 +143,26 @@ def test_the_capacity_page_opens_in_chromium_and_requests_nothing(swept, tmp_pat
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
     dom, requests = tr._load(tmp_path, out / "capacity.html")
     assert "<title>kia sweep: how many facts fit in this adapter</title>" in dom and requests == []
+
+
+def test_skip_unfit_runs_what_fits_and_names_the_rest(swept, tmp_path):
+    """The grid grown by an N the probe cannot fill: an error naming it, or with --skip-unfit the
+    finished points re-read (nothing retrained) and N = 1000 listed as not run."""
+    import shutil
+
+    out, _, _ = swept
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    cmd = [sys.executable, "-m", "kia", "sweep", str(out.parent / "probe"), "--unknown", "3,6,1000", "--recipe",
+           "K=1,P=0", "--seeds", "0", "--heldout", "12", "--preset", "paper", "--quant", "none", "--lr", "0.03",
+           "--epochs", "3", "--batch-size", "4", "--bench-limit", "10", "-o", str(copy)]  # fmt: skip
+    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--unknown 1000" in refused.stderr and "--skip-unfit" in refused.stderr
+    done = subprocess.run([*cmd, "--skip-unfit", "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["skipped"] == 2 and [r["point"] for r in summary["rows"]] == list(POINTS)
+    unfit = read_json(copy / "sweep.json")["unfit"]
+    assert [(u["n"], u["recipe"]) for u in unfit] == [(1000, "K=1,P=0")] and "--unknown 1000" in unfit[0]["reason"]
+    assert "not run (--skip-unfit): N=1000" in done.stderr
+    assert "N = 1,000 with K=1,P=0: --unknown 1000" in (copy / "capacity.html").read_text(encoding="utf-8")

@@ -50,6 +50,9 @@ from kia.commands.options import json_option
     "--no-report", "report", is_flag=True, flag_value=False, default=True, help="Skip each point's report.html."
 )
 @click.option("--overwrite", is_flag=True, help="Start over: remove the earlier sweep in the output folder.")
+@click.option("--skip-unfit", is_flag=True,
+              help="Run the points the probe has enough facts for and list the others as not run "
+                   "(default: such a grid is an error before any work).")  # fmt: skip
 @json_option
 def sweep(
     probe_dir: str, unknown: str, recipes: tuple[str, ...], seeds: str, benchmarks: tuple[str, ...], as_json: bool,

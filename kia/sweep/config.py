@@ -125,6 +125,9 @@ class SweepConfig:
     n_boot: int = 2000
     report: bool = True  # each point's report.html
     overwrite: bool = False
+    # Run the points the probe can fill and list the others as not run (default: a grid that does
+    # not fit is an error before any work, so nobody reads a partial grid as the whole one).
+    skip_unfit: bool = False
 
     def __post_init__(self) -> None:
         if not self.unknown:

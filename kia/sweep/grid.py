@@ -51,23 +51,40 @@ def pools(config: SweepConfig, heldout_ids: list[str]) -> dict[str, int]:
     return {c: left.get(c, 0) for c in ("Unknown", "MaybeKnown", "HighlyKnown")}
 
 
-def check_grid(config: SweepConfig, left: dict[str, int], n_heldout: int) -> None:
-    """A one-line error for the first N (or recipe at that N) that needs more facts than are left."""
+def unfit_points(config: SweepConfig, left: dict[str, int], n_heldout: int) -> list[dict[str, Any]]:
+    """Every (N, recipe) of the grid that needs more facts than are left, each with a one-line
+    reason naming the value: {"n", "recipe" (a label), "reason"}; empty when the whole grid fits."""
     where = f"outside the {n_heldout} held-out facts"
     unknown = left["Unknown"]
     fits = [n for n in sorted(config.unknown) if n <= unknown]
+    out = []
     for n in sorted(config.unknown):
         if n > unknown:
             hint = f"; the grid that fits: --unknown {','.join(map(str, fits))}" if fits else ""
-            raise ConfigError(
+            reason = (
                 f"--unknown {n}: the probe has only {unknown} Unknown facts {where} (the largest N that fits is "
                 f"{unknown}){hint}"
             )
+            out += [{"n": n, "recipe": r.label, "reason": reason} for r in config.recipes]
+            continue
         for r in config.recipes:
             for per, cat, key in ((r.highly_known, "HighlyKnown", "K"), (r.maybe_known, "MaybeKnown", "M")):
                 if per and per * n > left[cat]:
-                    raise ConfigError(
+                    reason = (
                         f"--unknown {n} with --recipe {r.label}: needs {per * n} {cat} facts ({key}={per} per fact), "
                         f"but the probe has only {left[cat]} {where}; with {key}={per} the largest N that fits is "
                         f"{left[cat] // per}"
                     )
+                    out.append({"n": n, "recipe": r.label, "reason": reason})
+                    break
+    return out
+
+
+def check_grid(config: SweepConfig, left: dict[str, int], n_heldout: int) -> list[dict[str, Any]]:
+    """The grid's unfit points (`unfit_points`): a one-line error for the first, naming its value,
+    unless `config.skip_unfit`, where they are returned to be listed as not run."""
+    unfit = unfit_points(config, left, n_heldout)
+    if unfit and not config.skip_unfit:
+        more = f" ({len(unfit)} points do not fit)" if len(unfit) > 1 else ""
+        raise ConfigError(f"{unfit[0]['reason']}{more}; or pass --skip-unfit to run the points that fit")
+    return unfit

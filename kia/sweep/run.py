@@ -57,7 +57,7 @@ def sweep(config: SweepConfig, progress: Progress | None = None) -> SweepResult:
         raise ConfigError(f"-o {config.output} is the probe folder itself; choose another output folder")
     heldout = heldout_set(config, out)
     left = pools(config, heldout["ids"])
-    check_grid(config, left, len(heldout["ids"]))  # before anything is written
+    unfit = check_grid(config, left, len(heldout["ids"]))  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out):
         identity = {**config.identity(), "model": model_id, "probe_sha256": heldout["probe_sha256"]}
@@ -76,11 +76,14 @@ def sweep(config: SweepConfig, progress: Progress | None = None) -> SweepResult:
         if not heldout_path.exists() or read_json(heldout_path) != heldout:
             write_json(heldout_path, heldout)
         write_json(out / RUN_FILE, identity)
-        points = config.points()
+        out_of_reach = {(u["n"], u["recipe"]) for u in unfit}
+        points = [p for p in config.points() if (p.n, p.recipe.label) not in out_of_reach]
         say(
             f"sweep of {len(points)} points ({len(config.unknown)} N x {len(config.recipes)} recipes x "
             f"{len(config.seeds)} seeds) on {model_id}; {len(heldout['ids'])} held-out facts shared by every point"
         )
+        for u in unfit:
+            say(f"not run (--skip-unfit): N={u['n']} {u['recipe']} x {len(config.seeds)} seed(s): {u['reason']}")
         shared = _Shared(config, model_id, out / "shared")
         rows, skipped = [], 0
         for i, point in enumerate(points, 1):
@@ -99,7 +102,7 @@ def sweep(config: SweepConfig, progress: Progress | None = None) -> SweepResult:
                     f"[{i}/{len(points)}] {_describe(point)}: {row['verdict']} {_summary(row)} ({row['seconds']:.0f} s)"
                 )
             rows.append(row)
-        recommendation = recommend(rows, config.recipes, config.unknown)
+        recommendation = recommend(rows, config.recipes, config.unknown, unfit)
         found = findings(rows)
         seconds = round(time.time() - start, 2)
         counts = {c: 0 for c in ("Unknown", "MaybeKnown", "HighlyKnown")}
@@ -121,6 +124,7 @@ def sweep(config: SweepConfig, progress: Progress | None = None) -> SweepResult:
             "policy": policy.thresholds(),
             "benchmarks": benchmark_tasks(rows),
             "rows": rows,
+            "unfit": unfit,
             "recommendation": recommendation,
             "findings": found,
             "shared": shared.stats(),

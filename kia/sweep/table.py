@@ -92,17 +92,28 @@ def write_parquet(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         frame.write_parquet(tmp)
 
 
-def recommend(rows: Sequence[dict[str, Any]], recipes: Sequence[Recipe], unknown: Sequence[int]) -> dict[str, Any]:
+def recommend(
+    rows: Sequence[dict[str, Any]],
+    recipes: Sequence[Recipe],
+    unknown: Sequence[int],
+    unfit: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """The largest N per recipe at which every rule of the policy holds, and the best recipe.
 
     A recipe's capacity is the largest N of the grid such that every seed PASSes at that N and at
     every smaller N of the grid (a capacity is a bound: a pass above a failure does not count, as
     it would not be safe to rely on). The recommended recipe has the largest capacity; a tie goes
-    to the recipe with fewer training rows per fact (cheaper to train), then to the order given."""
+    to the recipe with fewer training rows per fact (cheaper to train), then to the order given.
+    A point not run (`unfit`: the probe had too few facts for it) ends the recipe's curve there
+    and is named, since nothing is known above it."""
+    skipped = {(u["n"], u["recipe"]) for u in unfit}
     per_recipe = []
     for order, recipe in enumerate(recipes):
-        capacity, failing = None, None
+        capacity, failing, not_run = None, None, None
         for n in sorted(unknown):
+            if (n, recipe.label) in skipped:
+                not_run = n
+                break
             group = [r for r in rows if r["recipe"] == recipe.label and r["n"] == n]
             if not group:
                 break
@@ -112,7 +123,7 @@ def recommend(rows: Sequence[dict[str, Any]], recipes: Sequence[Recipe], unknown
                 break
             capacity = n
         per_recipe.append({"recipe": recipe.label, "max_n": capacity, "first_failure": failing, "order": order,
-                           "rows_per_fact": recipe.rows_per_fact})  # fmt: skip
+                           "rows_per_fact": recipe.rows_per_fact, "not_run": not_run})  # fmt: skip
     fitting = [p for p in per_recipe if p["max_n"] is not None]
     if not fitting:
         smallest = min(unknown)
@@ -131,5 +142,10 @@ def recommend(rows: Sequence[dict[str, Any]], recipes: Sequence[Recipe], unknown
         f"(all {len(seeds)} seed(s) pass at N = {', '.join(map(str, passed))}"
     )
     failure = best["first_failure"]
-    text += f"; N = {failure['n']} fails)." if failure else "; the largest N of the grid)."
+    if failure:
+        text += f"; N = {failure['n']} fails)."
+    elif best["not_run"] is not None:
+        text += f"; N = {best['not_run']} was not run: the probe has too few facts for it)."
+    else:
+        text += "; the largest N of the grid)."
     return {"recipe": best["recipe"], "max_n": best["max_n"], "text": text, "per_recipe": per_recipe, "reasons": []}
