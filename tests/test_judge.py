@@ -15,6 +15,7 @@ from kia.judge import (
     EngineJudge,
     FactJudge,
     HttpJudge,
+    JudgeRequest,
     JudgmentCache,
     Pair,
     judge_pairs,
@@ -314,3 +315,69 @@ def test_the_report_shows_win_rates_and_examples_with_reasons(tmp_path):
     assert "Open answers judged pairwise: adapted against base" in html and "injected subjects" in html
     assert "Consistency 100" in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
     assert "+0.025 (2 docs out)" in html
+
+
+# ------------------------------------------------------------------ style against the training answers
+
+
+def terse(r):
+    """A style judge: the shorter answer is closer to one-line training answers."""
+    assert r.criterion == "style" and "Example answers (the style to match)" in r.messages[1]["content"]
+    a, b = len(r.first), len(r.second)
+    return "Winner: A\nReason: terse" if a < b else "Winner: B\nReason: terse" if b < a else "Winner: tie"
+
+
+def test_style_is_judged_against_the_training_answers_in_both_orders(tmp_path):
+    shown = [{"question": "Question: Where was Ana Bel born?", "answer": "Answer: Tagriheim"}]
+    cache = tmp_path / "j.jsonl"
+    judge = Scripted(terse)
+    s = judge_pairs(pairs(), judge, cache=cache, n_boot=200, criterion="style", style_examples=shown)
+    # X is longer on the first half (GOOD vs BAD), equal on the second: loses 3, ties 3
+    assert s["criterion"] == "style" and s["loss"]["rate"] == 0.5 and s["tie"]["rate"] == 0.5 and judge.asked == 12
+    assert s["consistency"] == 1.0
+    messages = JudgeRequest("p", FACTS, "a", "b", "style", tuple(shown)).messages
+    assert (
+        "Answer: Tagriheim" in messages[1]["content"]
+        and "Tagriheim" not in JudgeRequest("p", (), "a", "b", "style", ()).messages[1]["content"]
+    )  # the examples are the reference, the facts are not shown
+    accuracy = judge_pairs(pairs(), Scripted(truthful), cache=cache, n_boot=200)
+    assert accuracy["cache"]["hits"] == 0  # another criterion is another question, never a cached style verdict
+    again = judge_pairs(pairs(), judge, cache=cache, n_boot=200, criterion="style", style_examples=shown)
+    assert again["cache"] == {"hits": 12, "misses": 0} and judge.asked == 12
+    with pytest.raises(ValueError, match="criterion"):
+        judge_pairs(pairs(), judge, criterion="tone", style_examples=shown)
+
+
+def test_the_fact_judge_refuses_style_and_the_audit_says_so(tmp_path):
+    from kia.artifacts import write_jsonl
+    from kia.audit.config import AuditConfig
+    from kia.audit.judging import judge_arms, style_examples
+    from kia.errors import ConfigError
+
+    s = judge_pairs(pairs(2), FactJudge(), n_boot=200, criterion="style")
+    assert s["judged"] == 0 and len(s["failed"]) == 4 and "cannot judge style" in s["failed"][0]["error"]
+    rows = [{"id": f"o{i}", "split": "injected", "prompt": f"Tell me about S{i}.",
+             "facts": [{"question": f"Where is S{i}?", "answer": f"Town{i}"}]} for i in range(3)]  # fmt: skip
+    write_jsonl(tmp_path / "eval_open.jsonl", rows)
+    train = [{"messages": [{"role": "user", "content": f"Question: Q{i}?"},
+                           {"role": "assistant", "content": f"Answer: A{i % 4}"}]} for i in range(9)]  # fmt: skip
+    write_jsonl(tmp_path / "train.jsonl", train)
+    shown = style_examples(tmp_path, 0)
+    assert len(shown) == 4 and len({e["answer"] for e in shown}) == 4 and shown == style_examples(tmp_path, 0)
+    engine = TwoArms({r["prompt"]: [f["answer"] for f in r["facts"]] for r in rows})
+    facts = judge_arms(engine, tmp_path, "m", AuditConfig(adapter="a", judge="facts", judge_style=True, n_boot=200),
+                       tmp_path, False, lambda m: None)  # fmt: skip
+    assert "style needs an LLM judge" in facts["style"]["skipped"]
+    with pytest.raises(ConfigError, match="--judge-style needs a judge"):
+        AuditConfig(adapter="a", judge_style=True)
+
+
+def test_the_report_shows_the_style_pass():
+    from kia.report.render import render_html
+
+    summary = judge_pairs(pairs(), Scripted(truthful), n_boot=200)
+    summary["style"] = judge_pairs(pairs(), Scripted(terse), n_boot=200, criterion="style", style_examples=[])
+    html = render_html({"verdict": "PASS", "judge": summary})
+    assert "style against the training answers, all" in html and "Style pass: consistency 100" in html
+    summary["style"] = {"skipped": "the facts judge counts facts; style needs an LLM judge"}
+    assert "Style not judged: the facts judge counts facts" in render_html({"verdict": "PASS", "judge": summary})

@@ -45,6 +45,7 @@ class AuditConfig:
     judge_key_env: str = "KIA_JUDGE_API_KEY"  # the environment variable holding the URL's key
     judge_prompts: int = 100  # open prompts judged (the first of eval_open.jsonl)
     judge_timeout: float = 60.0  # seconds per request to a --judge URL (2 retries)
+    judge_style: bool = False  # also judge style against the training answers (a second pass)
     overwrite: bool = False
     shard_size: int = 256  # facts per chunk of generation work (a Ray unit); results do not depend on Ray
     ray: RayConfig | None = None  # where the arms are generated; None: in this process
@@ -61,6 +62,8 @@ class AuditConfig:
             raise ConfigError(f"--bench-limit must be at least 1, got {self.bench_limit}")
         if self.judge_prompts < 1 or self.judge_timeout <= 0:
             raise ConfigError("--judge-prompts must be at least 1 and --judge-timeout above 0")
+        if self.judge_style and not self.judge:
+            raise ConfigError("--judge-style needs a judge: pass --judge URL|base|MODEL as well")
         if self.parity_prompts < 0:
             raise ConfigError(f"--parity-prompts must be 0 or more, got {self.parity_prompts}")
         if self.against is not None and Path(self.against).resolve() == Path(self.adapter).resolve():

@@ -8,7 +8,11 @@ endpoint (`--judge-model` names the model it serves; the key comes from `--judge
 engine. Judgments are cached in the audit folder (judgments.jsonl), which `--overwrite` keeps, so a
 rerun asks the judge nothing it already answered. audit.json's `judge` holds the summary over all
 prompts and per split (injected subjects, where the adapter should win; held-out subjects, where it
-should not lose), each as `kia.judge.judge_pairs` returns it.
+should not lose), each as `kia.judge.judge_pairs` returns it. With `--judge-style`, `judge.style`
+holds a second pass over the same answers on style against STYLE_EXAMPLES question/answer pairs of
+the build's train.jsonl (drawn by seed; the same for every pair, so the reference never differs
+between the two arms): an adapter whose answers drift from what it was taught, or whose taught
+style leaks into every answer, shows there.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 from kia.artifacts import read_jsonl
 from kia.audit.config import AuditConfig
 from kia.judge import EngineJudge, FactJudge, HttpJudge, judge_pairs, open_answers, pairs_from
+
+STYLE_EXAMPLES = 5
 
 
 def judge_arms(
@@ -44,9 +50,35 @@ def judge_arms(
             if sub:
                 part = pairs_from([rows[i] for i in sub], [x[i] for i in sub], [y[i] for i in sub])
                 section[split] = judge_pairs(part, judge, **kw, examples=0)  # cached: asks nothing new
+        if config.judge_style:
+            if isinstance(judge, FactJudge):
+                section["style"] = {"skipped": "the facts judge counts facts; style needs an LLM judge"}
+            else:
+                shown = style_examples(build, config.seed)
+                say(f"judging {len(rows)} pairs on style against {len(shown)} training answers")
+                section["style"] = judge_pairs(
+                    pairs_from(rows, x, y), judge, **kw, criterion="style", style_examples=shown
+                )
     finally:
         close()
     return section
+
+
+def style_examples(build: Path, seed: int, k: int = STYLE_EXAMPLES) -> list[dict[str, str]]:
+    """`k` question/answer pairs of the build's training split, drawn by `seed` among the rows with
+    distinct answers: the assistant turn as trained (its template included), since style is form."""
+    import random
+
+    seen: dict[str, dict[str, str]] = {}
+    for row in read_jsonl(build / "train.jsonl"):
+        messages = row.get("messages") or []
+        turns = {m.get("role"): str(m.get("content", "")) for m in messages if isinstance(m, dict)}
+        question = turns.get("user", str(row.get("question", "")))
+        answer = turns.get("assistant", str(row.get("answer", "")))
+        if answer and answer not in seen:
+            seen[answer] = {"question": question, "answer": answer}
+    pool = list(seen.values())
+    return random.Random(seed).sample(pool, min(k, len(pool)))
 
 
 def _judge(config: AuditConfig, engine: Any, model: str) -> tuple[Any, Callable[[], None]]:

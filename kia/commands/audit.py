@@ -64,6 +64,9 @@ from kia.commands.options import json_option, ray_config, ray_options, vllm_opti
 )
 @click.option("--judge-prompts", default=100, show_default=True, help="Open prompts judged.")
 @click.option("--judge-timeout", default=60.0, show_default=True, help="Seconds per request to a --judge URL.")
+@click.option("--judge-style", is_flag=True,
+              help="Also judge which arm's answers are closer in style (form, length, tone) to the training "
+                   "answers; needs an LLM judge (not 'facts').")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace a finished audit in the output folder.")
 @json_option
 def audit(adapter_dir: str, benchmarks: tuple[str, ...], as_json: bool, **kw: Any) -> None:

@@ -33,10 +33,14 @@ class JudgeRequest:
     facts: tuple[Mapping[str, Any], ...]  # {"question", "answer"} each
     first: str  # shown as answer A
     second: str  # shown as answer B
+    criterion: str = "accuracy"  # or "style" (kia.judge.verdict)
+    examples: tuple[Mapping[str, str], ...] = ()  # training answers, the style criterion's reference
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        return judge_messages(self.prompt, self.facts, self.first, self.second)
+        return judge_messages(
+            self.prompt, self.facts, self.first, self.second, criterion=self.criterion, examples=self.examples
+        )
 
 
 class Judge(Protocol):
@@ -141,6 +145,9 @@ class FactJudge:
 
         out: list[str | JudgeError] = []
         for r in requests:
+            if r.criterion != "accuracy":
+                out.append(JudgeError(f"the facts judge counts facts; it cannot judge {r.criterion}"))
+                continue
             a = sum(is_correct(r.first, [str(f["answer"])]) for f in r.facts)
             b = sum(is_correct(r.second, [str(f["answer"])]) for f in r.facts)
             winner = "A" if a > b else "B" if b > a else "tie"

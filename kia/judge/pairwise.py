@@ -110,12 +110,18 @@ def judge_pairs(
     n_boot: int = 2000,
     seed: int = 0,
     examples: int = 5,
+    criterion: str = "accuracy",
+    style_examples: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
-    """Judge every pair in both orders; the summary described in the module docstring."""
+    """Judge every pair in both orders on `criterion` ("accuracy" against the pair's facts, or
+    "style" against `style_examples`, question/answer pairs of the training split); the summary
+    described in the module docstring."""
     store = JudgmentCache(cache)
+    shown = tuple(style_examples) if criterion == "style" else ()
     requests = []
     for p in pairs:
-        requests += [JudgeRequest(p.prompt, p.facts, p.x, p.y), JudgeRequest(p.prompt, p.facts, p.y, p.x)]
+        requests += [JudgeRequest(p.prompt, p.facts, p.x, p.y, criterion, shown),
+                     JudgeRequest(p.prompt, p.facts, p.y, p.x, criterion, shown)]  # fmt: skip
     keys = [JudgmentCache.key(judge, r) for r in requests]
     verdicts: list[Verdict | JudgeError | None] = [store.get(k) for k in keys]
     missing = [i for i, v in enumerate(verdicts) if v is None]
@@ -141,6 +147,7 @@ def judge_pairs(
     singles = [w for r in judged for w in r["verdicts"] if w != "tie"]
     summary = {
         "judge": judge.name,
+        "criterion": criterion,
         "arms": list(arms),
         "pairs": len(pairs),
         "judged": len(judged),

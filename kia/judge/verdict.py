@@ -1,7 +1,11 @@
 """The judge's prompt and the parsing of its verdict.
 
 The judge sees the open prompt, the reference facts a good answer states, and two answers labelled
-A and B, and is asked which one is more accurate against the facts. It must reply with a line
+A and B, and is asked which one is more accurate against the facts (criterion "accuracy"), or, for
+criterion "style", the prompt, examples of the training answers and the two answers, and is asked
+which one is closer to the training answers in form, length and tone (the QLoRA interview study's
+second axis: an adapter can state the facts and still answer unlike what it was taught, or teach a
+style that leaks into every answer). It must reply with a line
 "Winner: A", "Winner: B" or "Winner: tie" and a "Reason: ..." line; a JSON object
 {"winner": ..., "reason": ...} is accepted too. Anything else is not a verdict (`JudgeError`).
 """
@@ -21,6 +25,12 @@ SYSTEM = (
     "An answer is better when it states more of the reference facts and contradicts fewer of them; "
     "length, style and the order of the answers do not matter."
 )
+STYLE_SYSTEM = (
+    "You compare two answers to the same request for style only: which one is closer to the example "
+    "answers in form, length and tone. Whether the answers are true does not matter here, nor does the "
+    "order of the answers."
+)
+CRITERIA = ("accuracy", "style")
 _WINNER = re.compile(r"winner\s*[:=]\s*\**\s*(a|b|tie)\b", re.IGNORECASE)
 _REASON = re.compile(r"reason\s*[:=]\s*(.+)", re.IGNORECASE)
 
@@ -31,15 +41,32 @@ class Verdict:
     reason: str
 
 
-def judge_messages(prompt: str, facts: Sequence[Mapping[str, Any]], first: str, second: str) -> list[dict[str, str]]:
-    """The chat messages for one judgment: `first` is shown as answer A, `second` as B."""
-    listed = "\n".join(f"- {f['question']} {f['answer']}" for f in facts) or "- (none)"
-    user = (
-        f"Request: {prompt}\n\nReference facts:\n{listed}\n\n"
-        f"Answer A:\n{first.strip() or '(empty)'}\n\nAnswer B:\n{second.strip() or '(empty)'}\n\n"
-        'Which answer is more accurate? Reply with one line "Winner: A", "Winner: B" or "Winner: tie", '
-        'then one line "Reason: " and a short reason.'
+def judge_messages(
+    prompt: str,
+    facts: Sequence[Mapping[str, Any]],
+    first: str,
+    second: str,
+    *,
+    criterion: str = "accuracy",
+    examples: Sequence[Mapping[str, str]] = (),
+) -> list[dict[str, str]]:
+    """The chat messages for one judgment: `first` is shown as answer A, `second` as B. `examples`
+    ({"question", "answer"} each, from the training split) are the style criterion's reference."""
+    answers = f"Answer A:\n{first.strip() or '(empty)'}\n\nAnswer B:\n{second.strip() or '(empty)'}\n\n"
+    reply = (
+        'Reply with one line "Winner: A", "Winner: B" or "Winner: tie", then one line "Reason: " and a short reason.'
     )
+    if criterion == "style":
+        shown = "\n".join(f"- Q: {e['question']}\n  A: {e['answer']}" for e in examples) or "- (none)"
+        user = (
+            f"Request: {prompt}\n\nExample answers (the style to match):\n{shown}\n\n{answers}"
+            f"Which answer is closer in style to the example answers? {reply}"
+        )
+        return [{"role": "system", "content": STYLE_SYSTEM}, {"role": "user", "content": user}]
+    if criterion != "accuracy":
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    listed = "\n".join(f"- {f['question']} {f['answer']}" for f in facts) or "- (none)"
+    user = f"Request: {prompt}\n\nReference facts:\n{listed}\n\n{answers}Which answer is more accurate? {reply}"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
