@@ -103,7 +103,6 @@ def test_a_grid_too_large_for_the_probe_fails_before_any_work(probe_dir, tmp_pat
     assert not out.exists()
 
 
-
 def test_skip_unfit_lists_the_points_the_probe_cannot_fill_and_runs_the_rest(probe_dir, tmp_path):
     """Same probe as above: 36 Unknown and 20 HighlyKnown facts left outside 12 held out."""
     from kia.sweep.grid import check_grid, pools, unfit_points
@@ -138,7 +137,10 @@ def test_a_point_not_run_ends_its_recipe_curve_and_is_named():
     assert only["text"].endswith("N = 100 was not run: the probe has too few facts for it).")
     data = {**hostile_sweep(), "recommendation": only, "unfit": unfit}
     html = render_html(data)
-    assert "N = 100 not run (too few facts in the probe)" in html and "N = 100 with K=1,P=0: needs 100 HighlyKnown" in html
+    assert (
+        "N = 100 not run (too few facts in the probe)" in html and "N = 100 with K=1,P=0: needs 100 HighlyKnown" in html
+    )
+
 
 def test_the_command_prints_one_line_errors(probe_dir, tmp_path):
     from kia.cli import cli
