@@ -172,7 +172,7 @@ def test_contamination_and_the_pairwise_judge_for_real(audited, adapter_dir):
     judged every open prompt of the build in both orders and cached each verdict."""
     a = read_json(audited / "audit.json")
     c = a["contamination"]
-    assert set(c["tasks"]) == {"toy_mc", "toy_arith"} and c["counts"]["benchmark"] == 0 and c["unchecked"] == []
+    assert set(c["tasks"]) == {"toy_mc", "toy_arith"} and c["counts"]["benchmark"] == 0 and c["unchecked"] == {}
     for b in a["benchmarks"].values():
         assert b["contamination"] == {"overlapping": 0, "doc_ids": [], "without": None}
     j = a["judge"]

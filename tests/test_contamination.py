@@ -110,9 +110,10 @@ def test_a_clean_toy_build_reports_none(tmp_path):
 def test_held_out_rows_that_copy_training_are_listed():
     train = [{"id": "t1", "question": "Where was Drun Bizailwyn born?", "answer": "Sourninmouth"}]
     heldout = {"eval_heldout": [{"id": "h1", "question": "where was drun bizailwyn born", "answers": ["Sourninmouth"]}]}
-    report = check_contamination(train, heldout=heldout, unchecked=["mmlu"])
+    report = check_contamination(train, heldout=heldout, unchecked={"mmlu": "offline"})
     assert [(o["source"], o["id"], o["train_ids"]) for o in report["overlaps"]] == [("eval_heldout", "h1", ["t1"])]
-    assert report["unchecked"] == ["mmlu"] and any("not checked" in w and "mmlu" in w for w in report["warnings"])
+    assert report["unchecked"] == {"mmlu": "offline"}
+    assert any("not checked" in w and "mmlu (offline)" in w for w in report["warnings"])
 
 
 def test_build_options_are_checked(tmp_path):
@@ -123,7 +124,7 @@ def test_build_options_are_checked(tmp_path):
 
 
 def test_the_audit_reports_benchmark_deltas_without_the_overlapping_documents(tmp_path):
-    plan = BenchmarkPlan([BenchmarkSpec("toy_arith", source=str(TASKS[1])), BenchmarkSpec("mmlu")])
+    plan = BenchmarkPlan([BenchmarkSpec("toy_arith", source=str(TASKS[1])), BenchmarkSpec("no_such_task")])
     train = [
         {
             "id": "t0",
@@ -134,7 +135,7 @@ def test_the_audit_reports_benchmark_deltas_without_the_overlapping_documents(tm
         json.dumps({"id": "h", "question": "What is 8 plus 1?", "answers": ["9"]}) + "\n"
     )
     report = benchmark_contamination(plan, train, tmp_path)
-    assert report["unchecked"] == ["mmlu"] and report["tasks"]["toy_arith"]["overlapping"] == 1
+    assert list(report["unchecked"]) == ["no_such_task"] and report["tasks"]["toy_arith"]["overlapping"] == 1
     assert report["heldout_splits"] == {"eval_heldout": 1} and report["counts"]["heldout"] == 1
     # 10 documents; the planted one (doc 0) flips from wrong to right, the rest are unchanged
     base = {"toy_arith": {("toy_arith", i): float(i % 2) for i in range(10)}}
@@ -154,8 +155,97 @@ def test_cli_names_the_task_files_and_n(tmp_path):
     probe = toy_probe(tmp_path)
     out = tmp_path / "b"
     args = ["build", str(probe), "--unknown", "10", "--heldout", "10", "-o", str(out), "--contamination-n", "13"]
-    result = CliRunner().invoke(cli(), [*args, "--benchmarks", f"{TASKS[1]},mmlu"], catch_exceptions=False)
+    result = CliRunner().invoke(cli(), [*args, "--benchmarks", f"{TASKS[1]},no_such_task"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "contamination.json").read_text())
-    assert report["n"] == 13 and list(report["tasks"]) == ["toy_arith"] and report["unchecked"] == ["mmlu"]
-    assert "not checked" in result.output
+    assert (
+        report["n"] == 13 and list(report["tasks"]) == ["toy_arith"] and list(report["unchecked"]) == ["no_such_task"]
+    )
+    assert "not checked" in result.output and "no_such_task (KeyError: " in result.output
+
+
+def registered_tasks(folder: Path) -> Path:
+    """An lm-eval include_path folder registering two tasks by name, as lm-eval's own tasks are: a
+    YAML with a `task:` name pointing at a local JSON file (absolute, since lm-eval resolves a
+    relative one against the working directory), a `!function` process_docs on one (so the
+    documents are lm-eval's, after processing), and a group of the two."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"q": f"What is {a} times 3?", "a": str(3 * a)} for a in range(2, 8)]
+    (folder / "times.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "utils.py").write_text("def drop_first(dataset):\n    return dataset.select(range(1, len(dataset)))\n")
+    common = "dataset_path: json\ntest_split: test\noutput_type: generate_until\nmetadata:\n  version: 1.0\n"
+    (folder / "times_a.yaml").write_text(
+        f"task: kia_times_a\n{common}dataset_kwargs:\n  data_files:\n    test: {folder / 'times.jsonl'}\n"
+        'doc_to_text: "Q: {{q}}\\nA:"\ndoc_to_target: a\n'
+    )
+    (folder / "times_b.yaml").write_text(
+        f"task: kia_times_b\n{common}dataset_kwargs:\n  data_files:\n    test: {folder / 'times.jsonl'}\n"
+        "doc_to_text: q\ndoc_to_target: a\nprocess_docs: !function utils.drop_first\n"
+    )
+    (folder / "group.yaml").write_text("group: kia_times\ntask:\n  - kia_times_a\n  - kia_times_b\n")
+    return folder
+
+
+def test_a_registered_task_is_read_by_name_through_lm_eval(tmp_path):
+    include = registered_tasks(tmp_path / "tasks")
+    train = [{"id": "t0", "question": "Question: What is 4 times 3?", "answer": "Answer: 12"}]
+    report = check_contamination(train, benchmarks=["kia_times_a", "kia_not_a_task"], include_path=include)
+    assert report["tasks"] == {"kia_times_a": {"benchmark": "kia_times_a", "documents": 6, "overlapping": 1}}
+    # the template's "Q:" / "A:" are not part of the document; doc 2 is 4 times 3 (rows start at 2)
+    assert [(o["source"], o["id"], o["text"], o["train_ids"]) for o in report["overlaps"]] == [
+        ("kia_times_a", "2", "What is 4 times 3?\n12", ["t0"])
+    ]
+    assert list(report["unchecked"]) == ["kia_not_a_task"] and "\n" not in report["unchecked"]["kia_not_a_task"]
+    assert "not a registered task" in report["unchecked"]["kia_not_a_task"]
+    assert any("kia_times_a (1)" in w for w in report["warnings"])
+    assert any("not checked" in w and "kia_not_a_task" in w for w in report["warnings"])
+    clean = check_contamination([{"id": "t1", "question": "What is 9 times 3?", "answer": "27"}],
+                                benchmarks=["kia_times_a"], include_path=include)  # fmt: skip
+    assert clean["overlaps"] == [] and clean["unchecked"] == {} and clean["tasks"]["kia_times_a"]["documents"] == 6
+
+
+def test_a_group_is_checked_as_its_subtasks_each_by_name(tmp_path):
+    include = registered_tasks(tmp_path / "tasks")
+    train = [{"id": "t0", "question": "What is 4 times 3?", "answer": "12"}]
+    report = check_contamination(train, benchmarks=["kia_times"], include_path=include)
+    # kia_times_b drops its first row (process_docs): lm-eval's doc_id 1 there is 4 times 3
+    assert report["tasks"] == {
+        "kia_times_a": {"benchmark": "kia_times", "documents": 6, "overlapping": 1},
+        "kia_times_b": {"benchmark": "kia_times", "documents": 5, "overlapping": 1},
+    }
+    assert [(o["source"], o["id"]) for o in report["overlaps"]] == [("kia_times_a", "2"), ("kia_times_b", "1")]
+    # the audit's entry for the group: its subtasks' overlapping documents out of the paired comparison
+    base = {"kia_times": {(t, i): float(i % 2) for t, n in (("kia_times_a", 6), ("kia_times_b", 5)) for i in range(n)}}
+    adapted = {"kia_times": {**base["kia_times"], ("kia_times_a", 2): 1.0, ("kia_times_b", 1): 1.0}}
+    bench = {"kia_times": compare(base["kia_times"], adapted["kia_times"], n_boot=200, seed=0)}
+    add_without_overlap(bench, base, adapted, report, n_boot=200, seed=0)
+    section = bench["kia_times"]["contamination"]
+    assert section["doc_ids"] == ["kia_times_a/2", "kia_times_b/1"] and section["without"]["n"] == 9
+
+
+def test_a_planted_registered_task_item_is_found_by_the_build(tmp_path, monkeypatch):
+    """The build names a registered task by name (as a user names `mmlu`); lm-eval's registry is
+    stood in for by the include_path folder (the build has no include_path of its own), so no
+    network and no index of lm-eval's 15,000 task names are needed."""
+    import lm_eval.tasks
+
+    include = registered_tasks(tmp_path / "tasks")
+    real = lm_eval.tasks.TaskManager
+    monkeypatch.setattr(
+        lm_eval.tasks,
+        "TaskManager",
+        lambda **kw: real(**{**kw, "include_path": str(include), "include_defaults": False}),
+    )
+    planted = [{"id": "planted-0002", "question": "What is 4 times 3?", "answers": ["12"], "subject": "4 times 3",
+                "relation": "times", "object": "12"}]  # fmt: skip
+    probe = toy_probe(tmp_path, planted)
+    out = tmp_path / "build"
+    config = BuildConfig(probe=str(probe), output=str(out), unknown=unknown_count(probe), heldout=20,
+                         benchmarks=("kia_times_a", "kia_not_a_task"))  # fmt: skip
+    result = build(config)
+    trained = {r["fact_id"]: r["id"] for r in read(out / "train.jsonl")}
+    report = json.loads((out / "contamination.json").read_text())
+    bench = [(o["source"], o["id"], o["train_ids"]) for o in report["overlaps"] if o["source"] == "kia_times_a"]
+    assert bench == [("kia_times_a", "2", [trained["planted-0002"]])]
+    assert list(report["unchecked"]) == ["kia_not_a_task"]
+    assert any("kia_times_a (1)" in w for w in result.warnings) and any("kia_not_a_task" in w for w in result.warnings)

@@ -180,7 +180,7 @@ def audit(
                     )  # fmt: skip
                     parity["lora_requests"] = {k: {"name": v[0], "id": v[1]} for k, v in lora.items()}
                     warnings += notes
-            overlap = benchmark_contamination(plan, train, inputs.build) if plan.specs else None
+            overlap = benchmark_contamination(plan, train, inputs.build, manager, say) if plan.specs else None
             warnings += overlap["warnings"] if overlap else []
             bench, bench_update = _benchmarks(
                 engine, plan, manager, config, production is not None, say, base_benchmarks, overlap

@@ -44,8 +44,9 @@ class BuildConfig:
     # an update's build (kia.build.lineage): earlier builds to follow, and "BUILD[:N]" to replay
     after: tuple[str, ...] = ()
     replay: tuple[str, ...] = ()
-    # contamination.json (kia.contamination): local lm-eval task YAMLs to compare the training split
-    # with; None: the toy tasks beside a toy-world model; ("none",): none. n: the n-gram length.
+    # contamination.json (kia.contamination): local lm-eval task YAMLs and lm-eval task or group names
+    # to compare the training split with; None: the toy tasks beside a toy-world model; ("none",):
+    # none. n: the n-gram length.
     benchmarks: tuple[str, ...] | None = None
     contamination_n: int = 10
     overwrite: bool = False

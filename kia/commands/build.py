@@ -95,9 +95,10 @@ from kia.commands.options import json_option
 @click.option(
     "--benchmarks",
     default=None,
-    metavar="FILES",
-    help="Comma-separated local lm-eval task YAMLs to check the training data against (contamination.json); "
-    "default: the toy tasks beside a toy-world model; 'none' for none.",
+    metavar="TASKS",
+    help="Comma-separated local lm-eval task YAMLs and lm-eval task or group names (mmlu, arc_easy) to check "
+    "the training data against (contamination.json); a name whose data cannot be read (offline) is listed as "
+    "not checked. Default: the toy tasks beside a toy-world model; 'none' for none.",
 )
 @click.option("--contamination-n", default=10, show_default=True, help="Word n-gram length of the contamination check.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished build in the output folder.")

@@ -10,12 +10,12 @@ Two questions, one measure (`kia.contamination.overlap`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kia.contamination.overlap import DEFAULT_N, Document, fact_text, find_overlaps, training_text
-from kia.contamination.tasks import task_documents
+from kia.contamination.tasks import benchmark_documents, is_task_file
 
 HELDOUT_SPLITS = ("eval_paraphrase", "eval_heldout")
 
@@ -24,21 +24,29 @@ def check_contamination(
     train: Sequence[Mapping[str, Any]],
     *,
     heldout: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    task_files: Sequence[str | Path] = (),
-    unchecked: Sequence[str] = (),
+    benchmarks: Sequence[str | Path] = (),
+    unchecked: Mapping[str, str] | None = None,
+    manager: Any = None,
+    include_path: str | Path | None = None,
     n: int = DEFAULT_N,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """contamination.json's content: every benchmark document and held-out row that overlaps the
     training rows, with its source, id, text and the training row ids it shares n-grams with.
 
-    `task_files` are local lm-eval task YAMLs; `unchecked` names benchmarks that could not be read
-    (registered lm-eval names), listed so that nobody mistakes them for clean."""
+    `benchmarks` are local lm-eval task YAMLs and lm-eval names (tasks, groups: a group is checked
+    as its subtasks, each under its own name), read through lm-eval (`kia.contamination.tasks`;
+    `manager` / `include_path` as there). Those that cannot be read go to `unchecked`
+    (name -> one-line reason, with the caller's own `unchecked`), listed so that nobody mistakes
+    them for clean."""
     rows = [Document("train", str(r.get("id", i)), training_text(r)) for i, r in enumerate(train)]
     documents: list[Document] = []
+    read, origin, unread = benchmark_documents(benchmarks, manager=manager, include_path=include_path, say=say)
+    unread = {**(unchecked or {}), **unread}
     tasks: dict[str, dict[str, Any]] = {}
-    for path in task_files:
-        name, docs = task_documents(path)
-        tasks[name] = {"file": str(path), "documents": len(docs)}
+    for name, docs in read.items():
+        source = origin[name]
+        tasks[name] = {"file" if is_task_file(source) else "benchmark": source, "documents": len(docs)}
         documents += docs
     splits = {}
     for split, split_rows in (heldout or {}).items():
@@ -58,10 +66,9 @@ def check_contamination(
         )
     if held:
         warnings.append(f"{len(held)} held-out row(s) overlap the training data by {n}-grams: see contamination.json")
-    if unchecked:
-        warnings.append(
-            f"benchmarks not checked for contamination (only local task files are read): {', '.join(unchecked)}"
-        )
+    if unread:
+        named = "; ".join(f"{name} ({reason})" for name, reason in unread.items())
+        warnings.append(f"benchmarks not checked for contamination (their documents could not be read): {named}")
     return {
         "n": n,
         "rule": "normalised word n-grams (lm_eval.decontamination Janitor + word_ngrams); a document overlaps "
@@ -69,7 +76,7 @@ def check_contamination(
         "train_rows": len(rows),
         "tasks": tasks,
         "heldout_splits": splits,
-        "unchecked": list(unchecked),
+        "unchecked": unread,
         "overlaps": overlaps,
         "counts": {"benchmark": len(bench), "heldout": len(held)},
         "warnings": warnings,
