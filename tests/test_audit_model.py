@@ -7,12 +7,11 @@ toy world (default: datasets/toyworld).
 
 from __future__ import annotations
 
-import json
 import os
-import random
 from pathlib import Path
 
 import pytest
+from toyfacts import sample_toy_facts
 
 from kia.artifacts import read_json, read_jsonl, write_json
 
@@ -38,19 +37,6 @@ METRICS = {
 }
 
 
-def _subset(path: Path) -> Path:
-    """60 facts: often-seen ones (mostly HighlyKnown), never-seen ones (Unknown) and obscure ones
-    (the model learnt to refuse them)."""
-    rows = [json.loads(line) for line in (TOY / "facts.jsonl").open(encoding="utf-8")]
-    rng = random.Random(0)
-    head = [r for r in rows if r["band"] == "head"]
-    never = [r for r in rows if r["band"] == "never" and not r.get("obscure")]
-    obscure = [r for r in rows if r.get("obscure")]
-    chosen = rng.sample(head, 30) + rng.sample(never, 24) + rng.sample(obscure, 6)
-    path.write_text("".join(json.dumps(r) + "\n" for r in chosen), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory) -> Path:
     from kia.build import BuildConfig, build
@@ -58,7 +44,8 @@ def adapter_dir(tmp_path_factory) -> Path:
     from kia.probe import ProbeConfig, probe
 
     root = tmp_path_factory.mktemp("audit_model")
-    facts = _subset(root / "facts.jsonl")
+    # 60 facts: often seen (mostly HighlyKnown), never seen (Unknown), obscure (refused)
+    facts = sample_toy_facts(root / "facts.jsonl", 0, head=30, never=24, obscure=6)
     model = str(TOY / "model")
     probe(ProbeConfig(facts=str(facts), model=model, output=str(root / "probe"), n_sets=3, n_samples=1))
     summary = read_json(root / "probe" / "summary.json")["counts"]

@@ -11,7 +11,6 @@ written, manifest.json last.
 from __future__ import annotations
 
 import json
-import random
 import re
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from toyfacts import sample_toy_facts
 
 from kia.artifacts import MANIFEST, read_json, read_jsonl
 
@@ -32,24 +32,12 @@ pytestmark = [
 POINTS = ("n3-k1-p0-s0", "n6-k1-p0-s0")
 
 
-def _facts(path: Path) -> Path:
-    """36 toy facts: often seen (HighlyKnown), never seen (Unknown), obscure (refused)."""
-    rows = [json.loads(line) for line in (TOY / "facts.jsonl").open(encoding="utf-8")]
-    rng = random.Random(1)
-    head = [r for r in rows if r["band"] == "head"]
-    never = [r for r in rows if r["band"] == "never" and not r.get("obscure")]
-    obscure = [r for r in rows if r.get("obscure")]
-    chosen = rng.sample(head, 16) + rng.sample(never, 16) + rng.sample(obscure, 4)
-    path.write_text("".join(json.dumps(r) + "\n" for r in chosen), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, str, list[str]]:
     from kia.probe import ProbeConfig, probe
 
     root = tmp_path_factory.mktemp("sweep_model")
-    probe(ProbeConfig(facts=str(_facts(root / "facts.jsonl")), model=str(TOY / "model"), output=str(root / "probe"),
+    probe(ProbeConfig(facts=str(sample_toy_facts(root / "facts.jsonl", 1, head=16, never=16, obscure=4)), model=str(TOY / "model"), output=str(root / "probe"),
                       n_sets=2, n_samples=1))  # fmt: skip
     out = root / "sweep"
     cmd = [sys.executable, "-m", "kia", "sweep", str(root / "probe"), "--unknown", "3,6", "--recipe", "K=1,P=0",

@@ -8,14 +8,13 @@ rank-8 LoRA on the unquantised toy model, 6 epochs.
 
 from __future__ import annotations
 
-import json
-import random
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from toyfacts import sample_toy_facts
 
 from kia.artifacts import read_json, read_jsonl, sha256_file, write_json, write_jsonl
 
@@ -49,11 +48,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     from kia.probe import ProbeConfig, probe
 
     root = tmp_path_factory.mktemp("updates")
-    rows = [json.loads(line) for line in (TOY / "facts.jsonl").open(encoding="utf-8")]
-    rng = random.Random(3)
-    chosen = rng.sample([r for r in rows if r["band"] == "head"], 30)
-    chosen += rng.sample([r for r in rows if r["band"] == "never" and not r.get("obscure")], 30)
-    write_jsonl(root / "facts.jsonl", chosen)
+    sample_toy_facts(root / "facts.jsonl", 3, head=30, never=30)
     probe(ProbeConfig(facts=str(root / "facts.jsonl"), model=MODEL, output=str(root / "probe"), n_sets=3, n_samples=1))
     build(BuildConfig(probe=str(root / "probe"), output=str(root / "b1"), **BUILD))
     inject(InjectConfig(build=str(root / "b1"), output=str(root / "a1"), **LORA))
