@@ -129,7 +129,9 @@ REPHRASE_SYSTEM = (
     "Rewrite the user's question in other words. Keep its meaning and the names in it, do not answer it, "
     "and reply with the rewritten question only."
 )
-_PREFIX = re.compile(r"^\s*((\d+[.)]|[-*•]|(rewritten question|paraphrase|question|answer)\s*:)\s*)+", re.IGNORECASE)
+_PREFIX = re.compile(
+    r"^\s*((\d+[.)]|[-*•]|(rewritten question|paraphrase|question|answer|request)\s*:)\s*)+", re.IGNORECASE
+)
 
 
 def rephrase_prompt(engine: Any, question: str) -> str:
@@ -140,10 +142,14 @@ def rephrase_prompt(engine: Any, question: str) -> str:
     return f"{engine.bos}{REPHRASE_SYSTEM}\nQuestion: {question}\nRewritten question:"
 
 
+def strip_labels(line: str) -> str:
+    """`line` without leading list markers, labels ("Question:", "Request:") or surrounding quotes."""
+    return _PREFIX.sub("", line).strip().strip("\"'“”").strip()
+
+
 def clean_generation(text: str) -> str | None:
     """One generated rephrasing without list markers, labels or quotes; None when not a question-like sentence."""
-    line = text.strip().split("\n", 1)[0]
-    line = _PREFIX.sub("", line).strip().strip("\"'“”").strip()
+    line = strip_labels(text.strip().split("\n", 1)[0])
     return line if len(line.split()) >= 3 else None
 
 
