@@ -4,11 +4,13 @@
 - `run`: `build()`, picking the facts by recipe and writing the splits;
 - `paraphrase`: paraphrase candidates (the facts' own, relation templates, an LLM) and their
   screening with the sentence-embedding model;
+- `open_questions`: eval_open.jsonl's open prompts (templates, or an LLM's screened requests);
 - `bias`: the training data's answer and relation concentration.
 """
 
 from kia.build.bias import MAX_RELATION_SHARE, MAX_TOP_SHARE, bias_report
 from kia.build.config import FORMATS, SPLITS, BuildConfig, BuildResult
+from kia.build.open_questions import PROMPT_SOURCES
 from kia.build.paraphrase import MAX_SIMILARITY, MIN_SIMILARITY, SOURCES
 from kia.build.run import build, draw_heldout
 
@@ -18,6 +20,7 @@ __all__ = [
     "MAX_SIMILARITY",
     "MAX_TOP_SHARE",
     "MIN_SIMILARITY",
+    "PROMPT_SOURCES",
     "SOURCES",
     "SPLITS",
     "BuildConfig",

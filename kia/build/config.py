@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kia.build.bias import MAX_RELATION_SHARE, MAX_TOP_SHARE
+from kia.build.open_questions import PROMPT_SOURCES
 from kia.build.paraphrase import MAX_SIMILARITY, MIN_SIMILARITY, SOURCES
 from kia.errors import ConfigError
 
@@ -32,6 +33,10 @@ class BuildConfig:
     paraphrase_model: str | None = None  # for `model`; default: the probe's model
     paraphrase_candidates: int = 8  # sampled rephrasings per question with `model` (at least 2x the ones asked)
     eval_paraphrases: int = 1
+    # eval_open.jsonl's prompts: "templates", or "model" (an LLM writes them, screened; see
+    # kia.build.open_questions). open_prompt_model: default --paraphrase-model, else the probe's model.
+    open_prompts: str = "templates"
+    open_prompt_model: str | None = None
     heldout: int = 300
     # A JSON file of fact ids ({"ids": [...]} or a list) that ARE the held-out split, kept out of
     # every training pick: one evaluation set shared by many builds (kia sweep). None: draw `heldout`.
@@ -65,6 +70,10 @@ class BuildConfig:
             raise ConfigError(f"unknown --format '{self.format}'; choose one of: {', '.join(FORMATS)}")
         if self.paraphraser not in SOURCES:
             raise ConfigError(f"unknown --paraphraser '{self.paraphraser}'; choose one of: {', '.join(SOURCES)}")
+        if self.open_prompts not in PROMPT_SOURCES:
+            raise ConfigError(
+                f"unknown --open-prompts '{self.open_prompts}'; choose one of: {', '.join(PROMPT_SOURCES)}"
+            )
         if not 0 <= self.min_similarity < self.max_similarity <= 1:
             raise ConfigError(
                 f"need 0 <= --min-similarity < --max-similarity <= 1, got {self.min_similarity} and {self.max_similarity}"
@@ -89,3 +98,4 @@ class BuildResult:
     bias: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    open_prompts: dict[str, Any] = field(default_factory=dict)  # eval_open's source and counts

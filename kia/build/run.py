@@ -42,7 +42,7 @@ from kia.build.bias import bias_report
 from kia.build.config import CATEGORIES, KINDS, PROBE_COLUMNS, SPLITS, BuildConfig, BuildResult
 from kia.build.contamination import build_contamination
 from kia.build.lineage import Earlier, parse_replay, read_earlier, replay_rows
-from kia.build.open_questions import open_questions
+from kia.build.open_questions import build_open_prompts
 from kia.build.paraphrase import FilterConfig, plan_paraphrases
 from kia.errors import ArtifactError, ConfigError, KiaError
 from kia.facts import Fact
@@ -195,6 +195,9 @@ def build(config: BuildConfig) -> BuildResult:
     model_id = (probe_manifest.get("model") or {}).get("id")
     if config.paraphraser == "model" and not (config.paraphrase_model or model_id):
         raise ConfigError(f"--paraphraser model needs --paraphrase-model: {probe_dir}/manifest.json names no model")
+    open_model = config.open_prompt_model or config.paraphrase_model or model_id
+    if config.open_prompts == "model" and not open_model:
+        raise ConfigError(f"--open-prompts model needs --open-prompt-model: {probe_dir}/manifest.json names no model")
     with claim_output(config.output, overwrite=config.overwrite) as out:  # fail before minutes of embedding
         # The Unknown picks use random.Random(seed) itself; the other categories their own streams.
         injected = sorted(pick(by_cat["Unknown"], n, random.Random(config.seed), strat), key=lambda f: f.id)
@@ -266,6 +269,10 @@ def build(config: BuildConfig) -> BuildResult:
             config, model_id, rows, {"eval_paraphrase": eval_para, "eval_heldout": heldout_rows}
         )
         warnings += contamination["warnings"]
+        open_rows, open_report, open_warnings = build_open_prompts(
+            facts, injected, heldout, config.seed, config.open_prompts, open_model
+        )
+        warnings += open_warnings
         bias.update(paraphrases=para.report, warnings=warnings)
         counts = {"train": len(rows), "eval_injected": len(injected), "eval_paraphrase": len(eval_para),
                   "eval_heldout": len(heldout)}  # fmt: skip
@@ -275,7 +282,7 @@ def build(config: BuildConfig) -> BuildResult:
         eval_injected = [_eval_row(f, base[f.id]) for f in injected]
         _write(out, probe_dir, rows, eval_injected, eval_para, heldout_rows, bias)
         write_json(out / "contamination.json", contamination)
-        write_jsonl(out / "eval_open.jsonl", open_questions(facts, injected, heldout, config.seed))
+        write_jsonl(out / "eval_open.jsonl", open_rows)
         if replay:
             write_jsonl(out / "eval_replay.jsonl", eval_replay)
         else:
@@ -298,6 +305,7 @@ def build(config: BuildConfig) -> BuildResult:
             recipe=recipe,
             counts=counts,
             train_kinds=kinds,
+            open_prompts=open_report,
             heldout_categories=dict(Counter(base[f.id]["category"] for f in heldout)),
             lineage={"builds": earlier.record(), "after": list(config.after), "replay": replay_record},
             seed=config.seed,
@@ -305,7 +313,7 @@ def build(config: BuildConfig) -> BuildResult:
             wall_seconds=seconds,
             peak_memory_mb=peak_memory_mb(),
         )
-    return BuildResult(out, counts, kinds, recipe, bias, warnings, seconds)
+    return BuildResult(out, counts, kinds, recipe, bias, warnings, seconds, open_report)
 
 
 def _load_probe(probe_dir: Path) -> tuple[list[Fact], dict[str, dict[str, Any]], dict[str, Any]]:
@@ -324,7 +332,8 @@ def _load_probe(probe_dir: Path) -> tuple[list[Fact], dict[str, dict[str, Any]],
 
 def _recipe(config: BuildConfig) -> dict[str, Any]:
     keys = ("unknown", "highly_known", "paraphrases", "maybe_known", "eval_paraphrases", "stratify", "format",
-            "paraphraser", "paraphrase_model", "min_similarity", "max_similarity", "embedder")  # fmt: skip
+            "paraphraser", "paraphrase_model", "min_similarity", "max_similarity", "embedder", "open_prompts",
+            "open_prompt_model")  # fmt: skip
     return {k: v for k, v in asdict(config).items() if k in keys}
 
 

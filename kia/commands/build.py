@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kia.build import FORMATS, SOURCES
+from kia.build import FORMATS, PROMPT_SOURCES, SOURCES
 from kia.build import MAX_RELATION_SHARE as _REL_SHARE
 from kia.build import MAX_SIMILARITY as _MAX_SIM
 from kia.build import MAX_TOP_SHARE as _TOP_SHARE
@@ -53,6 +53,19 @@ from kia.commands.options import json_option
 @click.option("--paraphrase-candidates", default=8, show_default=True, help="Sampled rephrasings per question (LLM).")
 @click.option(
     "--eval-paraphrases", default=1, show_default=True, help="Paraphrases per injected fact held back for eval."
+)
+@click.option(
+    "--open-prompts",
+    type=click.Choice(PROMPT_SOURCES),
+    default="templates",
+    show_default=True,
+    help="eval_open.jsonl's prompts: templates ('Tell me about X.'), or an LLM writes one per subject (screened: "
+    "names the subject, states no answer; a rejected one falls back to its template).",
+)
+@click.option(
+    "--open-prompt-model",
+    default=None,
+    help="LLM that writes the open prompts (default: --paraphrase-model, else the probe's model).",
 )
 @click.option("--heldout", default=300, show_default=True, help="Untrained facts, equal per category (all if fewer).")
 @click.option(
@@ -132,7 +145,8 @@ def build(probe_dir: str, format_: str, as_json: bool, after: tuple[str, ...], r
                                      "relations", "top_relation")}  # fmt: skip
         click.echo(to_json({"output": result.output, "counts": result.counts, "kinds": result.kinds,
                             "recipe": result.recipe, "bias": summary, "paraphrases": b.get("paraphrases"),
-                            "warnings": result.warnings, "seconds": result.seconds}))  # fmt: skip
+                            "open_prompts": result.open_prompts, "warnings": result.warnings,
+                            "seconds": result.seconds}))  # fmt: skip
         return
     _print_summary(result)
 
@@ -157,6 +171,13 @@ def _print_summary(r: Any) -> None:
         detail = ", ".join(f"{k} {v}" for k, v in r.kinds.items() if v) if split == "train" else ""
         table.add_row(split, str(n), detail)
     console.print(table)
+    op = r.open_prompts
+    if op.get("source") == "model":
+        why = ", ".join(f"{k} {v}" for k, v in op["rejected"].items())
+        console.print(
+            f"open prompts: {op['kept']} of {op['rows']} written by {escape(str(op['model']))}, {op['fell_back']} "
+            f"fell back to templates{f' ({why})' if why else ''} in {op['seconds']:.0f} s"
+        )
     b = r.bias
     top = ", ".join(f"{escape(t['answer'])} {t['share']:.1%}" for t in b["top_answers"][:3])
     rel = b["top_relation"]
