@@ -240,12 +240,15 @@ def test_build_writes_open_prompts_with_the_facts_a_good_answer_states(tmp_path)
     assert {r["subject"] for r in rows if r["split"] == "heldout"} == heldout
     for r in rows:
         assert any(r["prompt"] == t.format(subject=r["subject"]) for t in TEMPLATES)
+        assert r["prompt_source"] == "template" and "prompt_rejected" not in r
         assert r["facts"] and all(f["question"] and f["answer"] for f in r["facts"])
         if r["split"] == "injected":
             assert injected[r["subject"]] in {f["fact_id"] for f in r["facts"] if f["injected"]}
         else:
             assert not any(f["injected"] for f in r["facts"])
-    assert "eval_open.jsonl" in json.loads((out / "manifest.json").read_text())["files"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "eval_open.jsonl" in manifest["files"]
+    assert manifest["open_prompts"] == {"source": "templates", "rows": len(rows)}
     build(BuildConfig(probe=str(probe), output=str(tmp_path / "b2"), unknown=10, heldout=20))
     assert (tmp_path / "b2" / "eval_open.jsonl").read_bytes() == (out / "eval_open.jsonl").read_bytes()
 
