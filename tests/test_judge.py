@@ -141,15 +141,23 @@ class Handler(BaseHTTPRequestHandler):
         Handler.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         if Handler.mode == "slow":
             time.sleep(1.0)
-        if Handler.mode == "500":
-            self.send_response(500)
+        refuse = Handler.mode == "400" or (Handler.mode == "no-schema" and "response_format" in body)
+        if Handler.mode == "500" or refuse:
+            self.send_response(400 if refuse else 500)
+            self.send_header("Content-Type", "application/json")
             self.end_headers()
+            self.wfile.write(json.dumps({"error": {"message": "unknown field:\nresponse_format"}}).encode())
             return
         user = body["messages"][-1]["content"]
         a = user.split("Answer A:\n", 1)[1].split("\n\nAnswer B:", 1)[0]
         b = user.split("Answer B:\n", 1)[1].split("\n\n", 1)[0]
-        text = truthful(type("R", (), {"first": a, "second": b}))
-        payload = {"choices": [{"message": {"role": "assistant", "content": text}}]}
+        text, finish = truthful(type("R", (), {"first": a, "second": b})), "stop"
+        if "response_format" in body:  # as guided decoding would: the schema's JSON object
+            winner = text.split("Winner: ", 1)[1].split("\n", 1)[0]
+            text = json.dumps({"winner": winner, "reason": "more facts"})
+            if Handler.mode == "padded":  # a weak judge's whitespace until max_tokens
+                text, finish = "{" + "\n " * 40, "length"
+        payload = {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
         data = b"<html>oops</html>" if Handler.mode == "garbage" else json.dumps(payload).encode()
         try:
             self.send_response(200)
@@ -180,6 +188,42 @@ def test_an_openai_compatible_endpoint_judges_with_the_key_from_the_environment(
     assert s["judged"] == 4 and s["win"]["rate"] == 0.5 and s["consistency"] == 1.0
     assert Handler.seen[0]["path"] == "/v1/chat/completions" and Handler.seen[0]["auth"] == "Bearer sk-test"
     assert Handler.seen[0]["body"]["model"] == "toy-judge" and Handler.seen[0]["body"]["temperature"] == 0
+    # the verdict's JSON schema went with every request, and the server's JSON object parsed
+    formats = [seen["body"]["response_format"] for seen in Handler.seen]
+    assert len(formats) == 8 and all(f == formats[0] for f in formats)
+    assert formats[0]["type"] == "json_schema" and formats[0]["json_schema"]["name"] == "verdict"
+    schema = formats[0]["json_schema"]["schema"]
+    assert schema["properties"]["winner"]["enum"] == ["A", "B", "tie"] and schema["properties"]["reason"]["maxLength"]
+    assert s["constrained"] is True and s["examples"][0]["reasons"] == ["more facts", "more facts"]
+
+
+def test_a_server_that_refuses_the_schema_is_asked_without_it_from_then_on(server):
+    Handler.mode = "no-schema"
+    judge = HttpJudge(server, "toy-judge")
+    name = judge.name
+    s = judge_pairs(pairs(4), judge, n_boot=200)
+    assert s["judged"] == 4 and s["failed"] == [] and s["win"]["rate"] == 0.5
+    # one refused request, then the same without the schema, and never the schema again
+    assert ["response_format" in seen["body"] for seen in Handler.seen] == [True] + [False] * 8
+    assert s["constrained"] is False and judge.name == name  # the cache key did not move mid-run
+
+
+def test_a_request_refused_with_and_without_the_schema_fails_once_each_and_keeps_the_schema(server):
+    Handler.mode = "400"  # e.g. a prompt longer than the judge's context: not the schema's fault
+    judge = HttpJudge(server, "toy-judge", retries=2)
+    s = judge_pairs(pairs(1), judge, n_boot=200)
+    assert s["judged"] == 0 and len(s["failed"]) == 2 and judge.constrained is None
+    assert len(Handler.seen) == 4  # a 400 is not retried: with the schema, then without, per judgment
+    assert all("response_format" in seen["body"] for seen in Handler.seen[::2])
+    error = s["failed"][0]["error"]
+    assert "HTTP 400: unknown field: response_format" in error and "\n" not in error
+
+
+def test_a_constrained_reply_cut_at_max_tokens_says_so(server):
+    Handler.mode = "padded"
+    s = judge_pairs(pairs(1), HttpJudge(server, "toy-judge", max_tokens=40), n_boot=200)
+    assert s["judged"] == 0 and len(s["failed"]) == 2 and len(Handler.seen) == 2  # not asked again
+    assert "cut at max_tokens=40" in s["failed"][0]["error"] and "disable_any_whitespace" in s["failed"][0]["error"]
 
 
 @pytest.mark.parametrize("mode", ["slow", "500", "garbage"])

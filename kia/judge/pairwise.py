@@ -159,6 +159,9 @@ def judge_pairs(
         "consistency": sum(r["consistent"] for r in judged) / len(judged) if judged else None,
         "first_position": sum(w == "A" for w in singles) / len(singles) if singles else None,
         "cache": {"hits": store.hits, "misses": store.misses},
+        # an HTTP judge: True when the server constrained the verdicts to the JSON schema, False when
+        # it refused the schema; None for other judges and when nothing was asked (all cached)
+        "constrained": getattr(judge, "constrained", None),
         "examples": [
             {**r, "prompt": p.prompt, arms[0]: p.x, arms[1]: p.y}
             for r, p in zip(rows, pairs, strict=True)

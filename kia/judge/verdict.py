@@ -7,7 +7,9 @@ which one is closer to the training answers in form, length and tone (the QLoRA 
 second axis: an adapter can state the facts and still answer unlike what it was taught, or teach a
 style that leaks into every answer). It must reply with a line
 "Winner: A", "Winner: B" or "Winner: tie" and a "Reason: ..." line; a JSON object
-{"winner": ..., "reason": ...} is accepted too. Anything else is not a verdict (`JudgeError`).
+{"winner": ..., "reason": ...} is accepted too: `VERDICT_SCHEMA` is its JSON schema, which an HTTP
+judge sends as the OpenAI `response_format` so that a server with guided decoding (vLLM) can only
+produce a verdict. Anything else is not a verdict (`JudgeError`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,19 @@ STYLE_SYSTEM = (
     "order of the answers."
 )
 CRITERIA = ("accuracy", "style")
+# The reason is bounded: a weak judge under guided decoding otherwise writes one unterminated string
+# until max_tokens (no verdict at all); 150 characters stay below HttpJudge's 200 tokens even at one
+# character per token, and a backend that ignores maxLength is no worse off than without it.
+REASON_MAX_CHARS = 150
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "winner": {"type": "string", "enum": ["A", "B", "tie"]},
+        "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+    },
+    "required": ["winner", "reason"],
+    "additionalProperties": False,
+}
 _WINNER = re.compile(r"winner\s*[:=]\s*\**\s*(a|b|tie)\b", re.IGNORECASE)
 _REASON = re.compile(r"reason\s*[:=]\s*(.+)", re.IGNORECASE)
 
