@@ -224,6 +224,7 @@ def test_a_constrained_reply_cut_at_max_tokens_says_so(server):
     s = judge_pairs(pairs(1), HttpJudge(server, "toy-judge", max_tokens=40), n_boot=200)
     assert s["judged"] == 0 and len(s["failed"]) == 2 and len(Handler.seen) == 2  # not asked again
     assert "cut at max_tokens=40" in s["failed"][0]["error"] and "disable_any_whitespace" in s["failed"][0]["error"]
+    assert s["constrained"] is True  # the server took the schema; the model did not finish under it
 
 
 @pytest.mark.parametrize("mode", ["slow", "500", "garbage"])

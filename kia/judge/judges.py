@@ -113,7 +113,7 @@ class HttpJudge:
         if self.constrained is not False:
             body["response_format"] = RESPONSE_FORMAT
         try:
-            text = self._post(body)
+            text, finish = self._post(body)
         except _Rejected as exc:
             # 400 is what vLLM and OpenAI send for a field they do not take, 422 what a bare
             # FastAPI/pydantic server sends; a refused key (401/403) is not about the schema
@@ -123,14 +123,17 @@ class HttpJudge:
             # once more without it. Only when that succeeds was the schema the cause; a request
             # refused either way (e.g. a prompt longer than the model's context) changes nothing.
             del body["response_format"]
-            text = self._post(body)
+            text, _ = self._post(body)
             self.constrained = False
             return text
         if "response_format" in body:
-            self.constrained = True
+            self.constrained = True  # the server took the schema, whether or not this reply is whole
+            if finish == "length":
+                _check_complete(text, self.url, self.max_tokens)
         return text
 
-    def _post(self, body: dict[str, Any]) -> str:
+    def _post(self, body: dict[str, Any]) -> tuple[str, str | None]:
+        """(the reply's text, its finish_reason), with the bounded retries; `_Rejected` for a 4xx."""
         headers = {"Content-Type": "application/json"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
@@ -158,9 +161,7 @@ class HttpJudge:
             except (ValueError, KeyError, IndexError, TypeError):
                 last = f"not an OpenAI chat response: {raw[:80]!r}"
                 continue
-            if "response_format" in body and choice.get("finish_reason") == "length":
-                _check_complete(text, self.url, self.max_tokens)
-            return text
+            return text, choice.get("finish_reason")
         raise JudgeError(f"{self.url}: no answer after {attempt + 1} attempt(s) ({last})")
 
 
