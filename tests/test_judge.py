@@ -429,3 +429,13 @@ def test_the_report_shows_the_style_pass():
     assert "style against the training answers, all" in html and "Style pass: consistency 100" in html
     summary["style"] = {"skipped": "the facts judge counts facts; style needs an LLM judge"}
     assert "Style not judged: the facts judge counts facts" in render_html({"verdict": "PASS", "judge": summary})
+
+
+def test_groups_are_summarised_from_one_pass_so_a_failure_is_asked_once():
+    judge = Scripted(lambda r: "no idea" if "(0)" in r.prompt else truthful(r))
+    s = judge_pairs(pairs(), judge, n_boot=200, groups={"first": [0, 1, 2], "second": [3, 4, 5]})
+    assert judge.asked == 12 + 2  # every request once, the two garbage replies once more, no pass per group
+    assert s["judged"] == 5 and len(s["failed"]) == 2
+    assert s["first"]["pairs"] == 3 and s["first"]["judged"] == 2 and len(s["first"]["failed"]) == 2
+    assert s["first"]["win"]["rate"] == 1.0 and s["second"]["tie"]["rate"] == 1.0 and s["second"]["failed"] == []
+    assert s["first"]["examples"] == [] and s["second"]["cache"] == {"hits": 0, "misses": 6}

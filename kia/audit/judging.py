@@ -43,13 +43,10 @@ def judge_arms(
     judge, close = _judge(config, engine, model)
     say(f"judging {len(rows)} pairs in both orders with {judge.name}")
     try:
-        kw = dict(cache=out / "judgments.jsonl", arms=("adapted", other), n_boot=config.n_boot, seed=config.seed)
+        splits = {s: [i for i, r in enumerate(rows) if r.get("split") == s] for s in ("injected", "heldout")}
+        kw = dict(cache=out / "judgments.jsonl", arms=("adapted", other), n_boot=config.n_boot, seed=config.seed,
+                  groups={s: ids for s, ids in splits.items() if ids})  # fmt: skip
         section = judge_pairs(pairs_from(rows, x, y), judge, **kw)
-        for split in ("injected", "heldout"):
-            sub = [i for i, r in enumerate(rows) if r.get("split") == split]
-            if sub:
-                part = pairs_from([rows[i] for i in sub], [x[i] for i in sub], [y[i] for i in sub])
-                section[split] = judge_pairs(part, judge, **kw, examples=0)  # cached: asks nothing new
         if config.judge_style:
             if isinstance(judge, FactJudge):
                 section["style"] = {"skipped": "the facts judge counts facts; style needs an LLM judge"}

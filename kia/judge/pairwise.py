@@ -112,10 +112,13 @@ def judge_pairs(
     examples: int = 5,
     criterion: str = "accuracy",
     style_examples: Sequence[Mapping[str, str]] = (),
+    groups: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Judge every pair in both orders on `criterion` ("accuracy" against the pair's facts, or
     "style" against `style_examples`, question/answer pairs of the training split); the summary
-    described in the module docstring."""
+    described in the module docstring. `groups` (name -> indices into `pairs`) adds a summary per
+    group under its name, from the same verdicts: a failed judgment is asked once, not once more
+    per group (failures are not cached)."""
     store = JudgmentCache(cache)
     shown = tuple(style_examples) if criterion == "style" else ()
     requests = []
@@ -124,6 +127,7 @@ def judge_pairs(
                      JudgeRequest(p.prompt, p.facts, p.y, p.x, criterion, shown)]  # fmt: skip
     keys = [JudgmentCache.key(judge, r) for r in requests]
     verdicts: list[Verdict | JudgeError | None] = [store.get(k) for k in keys]
+    hit = [v is not None for v in verdicts]
     missing = [i for i, v in enumerate(verdicts) if v is None]
     for i, v in zip(missing, _ask(judge, [requests[i] for i in missing], attempts), strict=True):
         verdicts[i] = v
@@ -133,7 +137,7 @@ def judge_pairs(
     for n, p in enumerate(pairs):
         first, second = verdicts[2 * n], verdicts[2 * n + 1]
         errors = [(o, v) for o, v in (("x_first", first), ("y_first", second)) if isinstance(v, JudgeError)]
-        failed += [{"id": p.id, "order": o, "error": str(e)} for o, e in errors]
+        failed.append([{"id": p.id, "order": o, "error": str(e)} for o, e in errors])
         if errors:
             rows.append({"id": p.id, "outcome": None})
             continue
@@ -142,32 +146,39 @@ def judge_pairs(
         o2 = {"A": -1, "B": 1, "tie": 0}[second.winner]  # X was B
         rows.append({"id": p.id, "outcome": o1 if o1 == o2 else 0, "consistent": o1 == o2,
                      "verdicts": [first.winner, second.winner], "reasons": [first.reason, second.reason]})  # fmt: skip
-    judged = [r for r in rows if r["outcome"] is not None]
-    outcomes = np.array([r["outcome"] for r in judged], dtype=float)
-    singles = [w for r in judged for w in r["verdicts"] if w != "tie"]
-    summary = {
-        "judge": judge.name,
-        "criterion": criterion,
-        "arms": list(arms),
-        "pairs": len(pairs),
-        "judged": len(judged),
-        "failed": failed,
-        "win": rate(outcomes == 1, n_boot=n_boot, seed=seed),
-        "tie": rate(outcomes == 0, n_boot=n_boot, seed=seed),
-        "loss": rate(outcomes == -1, n_boot=n_boot, seed=seed),
-        "net": rate(outcomes, n_boot=n_boot, seed=seed),
-        "consistency": sum(r["consistent"] for r in judged) / len(judged) if judged else None,
-        "first_position": sum(w == "A" for w in singles) / len(singles) if singles else None,
-        "cache": {"hits": store.hits, "misses": store.misses},
-        # an HTTP judge: True when the server constrained the verdicts to the JSON schema, False when
-        # it refused the schema; None for other judges and when nothing was asked (all cached)
-        "constrained": getattr(judge, "constrained", None),
-        "examples": [
-            {**r, "prompt": p.prompt, arms[0]: p.x, arms[1]: p.y}
-            for r, p in zip(rows, pairs, strict=True)
-            if r["outcome"] is not None
-        ][:examples],  # fmt: skip
-    }
+
+    def summarize(chosen: Sequence[int], shown_examples: int) -> dict[str, Any]:
+        judged = [rows[i] for i in chosen if rows[i]["outcome"] is not None]
+        outcomes = np.array([r["outcome"] for r in judged], dtype=float)
+        singles = [w for r in judged for w in r["verdicts"] if w != "tie"]
+        hits = sum(hit[2 * i] + hit[2 * i + 1] for i in chosen)
+        return {
+            "judge": judge.name,
+            "criterion": criterion,
+            "arms": list(arms),
+            "pairs": len(chosen),
+            "judged": len(judged),
+            "failed": [f for i in chosen for f in failed[i]],
+            "win": rate(outcomes == 1, n_boot=n_boot, seed=seed),
+            "tie": rate(outcomes == 0, n_boot=n_boot, seed=seed),
+            "loss": rate(outcomes == -1, n_boot=n_boot, seed=seed),
+            "net": rate(outcomes, n_boot=n_boot, seed=seed),
+            "consistency": sum(r["consistent"] for r in judged) / len(judged) if judged else None,
+            "first_position": sum(w == "A" for w in singles) / len(singles) if singles else None,
+            "cache": {"hits": hits, "misses": 2 * len(chosen) - hits},
+            # an HTTP judge: True when the server constrained the verdicts to the JSON schema, False
+            # when it refused the schema; None for other judges and when nothing was asked (all cached)
+            "constrained": getattr(judge, "constrained", None),
+            "examples": [
+                {**rows[i], "prompt": pairs[i].prompt, arms[0]: pairs[i].x, arms[1]: pairs[i].y}
+                for i in chosen
+                if rows[i]["outcome"] is not None
+            ][:shown_examples],  # fmt: skip
+        }
+
+    summary = summarize(range(len(pairs)), examples)
+    for name, chosen in (groups or {}).items():
+        summary[name] = summarize(list(chosen), 0)
     return summary
 
 
