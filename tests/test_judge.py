@@ -427,6 +427,9 @@ def test_the_report_shows_the_style_pass():
     summary["style"] = judge_pairs(pairs(), Scripted(terse), n_boot=200, criterion="style", style_examples=[])
     html = render_html({"verdict": "PASS", "judge": summary})
     assert "style against the training answers, all" in html and "Style pass: consistency 100" in html
+    assert "JSON schema" not in html  # a scripted judge: nothing to say about constraints
+    summary["constrained"] = True
+    assert "The server constrained every verdict to kia's JSON schema" in render_html({"judge": summary})
     summary["style"] = {"skipped": "the facts judge counts facts; style needs an LLM judge"}
     assert "Style not judged: the facts judge counts facts" in render_html({"verdict": "PASS", "judge": summary})
 
