@@ -152,6 +152,7 @@ def test_the_command_prints_one_line_errors(probe_dir, tmp_path):
         (["--unknown", "10,1000"], "--unknown 1000"),
         (["--unknown", "10", "--recipe", "K=one"], "--recipe 'K=one'"),
         (["--unknown", "ten"], "--unknown 'ten'"),
+        (["--unknown", "10", "--stop-at-reliability", "1.5"], "--stop-at-reliability must be in (0, 1]"),
     ):
         res = CliRunner().invoke(cli, [*base, *args])
         assert res.exit_code == 2, res.output
@@ -383,3 +384,22 @@ def test_the_page_in_chromium_runs_nothing_and_requests_nothing(tmp_path):
         assert canary.hits == []
     finally:
         canary.close()
+
+
+def test_stop_at_reliability_reaches_every_points_training(monkeypatch, tmp_path):
+    """The sweep hands --epochs (the cap) and --stop-at-reliability to each point's inject."""
+    import kia.inject
+    from kia.artifacts import MANIFEST
+    from kia.sweep.config import Point
+    from kia.sweep.run import _run_point
+
+    seen = []
+    monkeypatch.setattr(kia.inject, "inject", lambda c: seen.append(c))
+    folder = tmp_path / "p"
+    for stage in ("build", "audit"):  # finished: only the training runs
+        (folder / stage).mkdir(parents=True)
+        (folder / stage / MANIFEST).write_text("{}")
+    config = SweepConfig(probe="p", unknown=(10,), epochs=40, stop_at_reliability=0.95)
+    _run_point(config, Point(10, Recipe(), 1), folder, tmp_path / "heldout.json", None, lambda m: None)
+    assert len(seen) == 1 and seen[0].epochs == 40 and seen[0].stop_at_reliability == 0.95 and seen[0].seed == 1
+    assert SweepConfig(probe="p", unknown=(10,)).identity()["stop_at_reliability"] is None

@@ -37,6 +37,9 @@ from kia.commands.options import json_option
 @click.option("--lr", type=float, default=None, help="Learning rate (default: the preset's).")
 @click.option("--epochs", type=int, default=None, help="Epochs, exactly (default: the preset's, grown to --min-steps).")
 @click.option("--min-steps", type=int, default=None, help="Least optimizer steps per point (default: kia inject's).")
+@click.option("--stop-at-reliability", type=float, default=None,
+              help="Stop a point's training once its reliability curve reaches this; with --epochs as the cap, "
+                   "large N trains until its facts are in.")  # fmt: skip
 @click.option("--batch-size", type=int, default=None, help="Rows per step (default: the preset's).")
 @click.option("--rank", type=int, default=None, help="LoRA rank (default: the preset's).")
 @click.option("--policy", default=None, type=click.Path(dir_okay=False),

@@ -114,6 +114,9 @@ class SweepConfig:
     lr: float | None = None
     epochs: int | None = None
     min_steps: int | None = None
+    # stop a point's training once the curve's reliability reaches this (with --epochs as the cap:
+    # train until the facts are in, however many epochs that takes up to the cap)
+    stop_at_reliability: float | None = None
     batch_size: int | None = None
     rank: int | None = None
     # the audit (kia audit)
@@ -143,6 +146,8 @@ class SweepConfig:
             raise ConfigError(f"--recipe: a recipe is given twice ({', '.join(r.label for r in self.recipes)})")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("--seeds: give distinct seeds, e.g. --seeds 0,1")
+        if self.stop_at_reliability is not None and not 0 < self.stop_at_reliability <= 1:
+            raise ConfigError(f"--stop-at-reliability must be in (0, 1], got {self.stop_at_reliability}")
         if self.heldout < 1:
             raise ConfigError(f"--heldout must be at least 1, got {self.heldout}")
 
@@ -153,8 +158,8 @@ class SweepConfig:
     def identity(self) -> dict[str, Any]:
         """What every point shares: a sweep folder made with other values cannot be resumed."""
         keys = ("probe", "heldout", "heldout_seed", "stratify", "preset", "quant", "lr", "epochs", "min_steps",
-                "batch_size", "rank", "policy", "benchmarks", "bench_limit", "audit_quant", "audit_batch_size",
-                "n_boot")  # fmt: skip
+                "stop_at_reliability", "batch_size", "rank", "policy", "benchmarks", "bench_limit", "audit_quant",
+                "audit_batch_size", "n_boot")  # fmt: skip
         out = {k: getattr(self, k) for k in keys}
         out["probe"] = str(Path(self.probe).resolve())
         out["benchmarks"] = list(self.benchmarks) if self.benchmarks is not None else None

@@ -201,7 +201,7 @@ def _run_point(config: SweepConfig, point: Point, folder: Path, heldout: Path, s
         resume = _resumable(adapter)
         inject(InjectConfig(build=str(folder / "build"), output=str(adapter), preset=config.preset, quant=config.quant,
                             lr=config.lr, epochs=config.epochs, min_steps=config.min_steps,
-                            batch_size=config.batch_size, rank=config.rank, seed=point.seed, resume=resume,
+                            stop_at_reliability=config.stop_at_reliability, batch_size=config.batch_size, rank=config.rank, seed=point.seed, resume=resume,
                             overwrite=not resume))  # fmt: skip
     if not (folder / "audit" / MANIFEST).exists():
         engine = shared.audit_engine()
