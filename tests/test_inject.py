@@ -317,14 +317,26 @@ def test_gpu_bf16_paged_optimizer(build_dir, tmp_path):
 
 
 @needs_model
-def test_without_epochs_training_runs_the_step_budget_and_the_curve_every_few_epochs(build_dir, tmp_path):
-    """16 rows in batches of 16: one step an epoch, so a budget of 45 steps is 45 epochs; the curve
-    (and the epoch checkpoints) every 3rd epoch, so at most 20 points, always with the last one."""
+def test_without_epochs_training_runs_the_step_budget_then_until_the_target(build_dir, tmp_path):
+    """16 rows in batches of 16: one step an epoch, so a budget of 45 steps is 45 epochs, and the cap
+    4 x 45 = 180; the curve (and the epoch checkpoints) every 9th epoch, so at most 20 points.
+    Training stops at the first evaluated epoch >= 45 whose reliability reaches the target, or at
+    the cap."""
+    from kia.inject import DEFAULT_TARGET
+
     result = _inject(build_dir, tmp_path / "s", quant="none", epochs=None, min_steps=45, batch_size=16)
     manifest = read_json(tmp_path / "s" / "manifest.json")
     schedule = manifest["schedule"]
-    assert schedule["rule"] == "epochs = max(10, ceil(45 min steps / 1 steps per epoch)) = 45"
-    assert schedule["steps_per_epoch"] == 1 and schedule["curve_every"] == 3 and manifest["steps_run"] == 45
-    assert manifest["epochs_run"] == 45 and manifest["hyperparameters"]["epochs"] == 45
-    assert [r["epoch"] for r in result.curve] == list(range(3, 46, 3))
-    assert result.schedule["steps_run"] == 45 and result.reliability >= result.base_reliability + 0.5
+    assert schedule["rule"] == (
+        f"at least max(10, ceil(45 min steps / 1 steps per epoch)) = 45 epochs, then until reliability >= "
+        f"{DEFAULT_TARGET}, at most 180 epochs (4 x)"
+    )
+    assert schedule["steps_per_epoch"] == 1 and schedule["curve_every"] == 9
+    assert manifest["hyperparameters"]["epochs"] == 180
+    run = manifest["steps_run"]
+    assert manifest["epochs_run"] == run and 45 <= run <= 180 and run % 9 == 0
+    assert [r["epoch"] for r in result.curve] == list(range(9, run + 1, 9))
+    late = [r["reliability"] for r in result.curve if r["epoch"] >= 45]
+    assert all(v < DEFAULT_TARGET for v in late[:-1])  # it went on only while the target was not reached
+    assert late[-1] >= DEFAULT_TARGET or run == 180
+    assert result.schedule["steps_run"] == run and result.reliability >= result.base_reliability + 0.5

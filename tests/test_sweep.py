@@ -194,18 +194,24 @@ def test_builds_given_one_heldout_set_all_measure_on_it_and_never_train_on_it(pr
 # --- the training schedule --------------------------------------------------------------------
 
 
-def test_the_default_schedule_trains_at_least_the_step_budget():
-    from kia.inject import DEFAULT_MIN_STEPS, InjectConfig, training_schedule
+def test_the_default_schedule_trains_the_step_budget_then_until_the_target_up_to_a_cap():
+    from kia.inject import DEFAULT_CAP, DEFAULT_MIN_STEPS, DEFAULT_TARGET, InjectConfig, training_schedule
 
     default = InjectConfig(build="b")
     small = training_schedule(default, 10, 60, 16)  # 30 Unknown + 30 HighlyKnown: 4 steps an epoch
-    assert small["steps_per_epoch"] == 4 and small["epochs"] == -(-DEFAULT_MIN_STEPS // 4)
-    assert small["steps"] >= DEFAULT_MIN_STEPS and small["curve_every"] == -(-small["epochs"] // 20)
-    assert "max(10, ceil(" in small["rule"]
-    large = training_schedule(default, 10, 6000, 16)  # a large mixture keeps the preset's epochs
-    assert large["epochs"] == 10 and large["steps"] == 3750 and large["curve_every"] == 1
+    budget = -(-DEFAULT_MIN_STEPS // 4)
+    assert small["steps_per_epoch"] == 4 and small["budget_epochs"] == budget and small["stop_after"] == budget
+    assert small["epochs"] == DEFAULT_CAP * budget and small["stop_at"] == DEFAULT_TARGET
+    assert small["curve_every"] == -(-small["epochs"] // 20) and budget % small["curve_every"] == 0
+    assert "max(10, ceil(" in small["rule"] and f"until reliability >= {DEFAULT_TARGET}" in small["rule"]
+    large = training_schedule(default, 10, 6000, 16)  # a large mixture: the preset's epochs, then on
+    assert large["budget_epochs"] == 10 and large["epochs"] == 10 * DEFAULT_CAP and large["curve_every"] == 2
+    own = training_schedule(InjectConfig(build="b", stop_at_reliability=0.8), 10, 6000, 16)
+    assert own["stop_at"] == 0.8 and own["stop_after"] == 10
     exact = training_schedule(InjectConfig(build="b", epochs=3), 3, 60, 16)  # --epochs means exactly
-    assert exact["epochs"] == 3 and exact["min_steps"] == 0
+    assert exact["epochs"] == 3 and exact["min_steps"] == 0 and exact["stop_at"] is None
+    capped = training_schedule(InjectConfig(build="b", epochs=40, stop_at_reliability=0.95), 40, 6000, 16)
+    assert capped["epochs"] == 40 and capped["stop_at"] == 0.95 and capped["stop_after"] == 0
     both = training_schedule(InjectConfig(build="b", epochs=3, min_steps=20), 3, 60, 16)
     assert both["epochs"] == 5
     with pytest.raises(ConfigError, match="--min-steps"):

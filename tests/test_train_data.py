@@ -104,7 +104,7 @@ def test_the_curve_sample_is_a_sixth_of_the_training_rows_between_64_and_200():
         InjectConfig(build="b", eval_facts=-1)
 
 
-def _callback(tmp_path, scores, stop_at=None, resume=False):
+def _callback(tmp_path, scores, stop_at=None, resume=False, stop_after=0):
     """A ReliabilityCallback whose reliability numbers are scripted (no model runs)."""
     from types import SimpleNamespace
 
@@ -121,7 +121,7 @@ def _callback(tmp_path, scores, stop_at=None, resume=False):
     cb = ReliabilityCallback(
         torch.nn.Linear(1, 1), SimpleNamespace(pad_token_id=0), facts[:2], facts[2:4], sets, tmp_path / "log.jsonl",
         n_sets=3, stop_at=stop_at, progress=lambda row, epochs: seen.append(row), epochs=5, model_id="m",
-        resume=resume,
+        resume=resume, stop_after=stop_after,
     )  # fmt: skip
     script = iter(scores)
     cb._reliability = lambda *groups, adapter: [next(script) for _ in groups]
@@ -177,3 +177,15 @@ def test_output_folder_checks(tmp_path):
         _check_output(out, InjectConfig(build="b", output=str(out)))
     with pytest.raises(KiaError, match="one of them"):
         InjectConfig(build="b", resume=True, overwrite=True)
+
+
+def test_the_callback_does_not_stop_before_the_step_budget(tmp_path):
+    from types import SimpleNamespace
+
+    cb, _ = _callback(tmp_path, [0.97, 1.0, 0.96, 1.0, 0.99, 1.0], stop_at=0.95, stop_after=3)
+    stops = []
+    for epoch in (1, 2, 3):
+        control = SimpleNamespace(should_training_stop=False)
+        cb.on_epoch_end(None, SimpleNamespace(epoch=float(epoch), log_history=[]), control)
+        stops.append(control.should_training_stop)
+    assert stops == [False, False, True]  # reached at epoch 1, but the budget runs to epoch 3

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from kia.commands.options import json_option
-from kia.inject import DEFAULT_MIN_STEPS, PRECISIONS, PRESETS
+from kia.inject import DEFAULT_CAP, DEFAULT_MIN_STEPS, DEFAULT_TARGET, PRECISIONS, PRESETS
 
 
 @click.command()
@@ -46,7 +46,9 @@ from kia.inject import DEFAULT_MIN_STEPS, PRECISIONS, PRESETS
     type=int,
     default=None,
     help=f"Train at least this many optimizer steps: the epochs grow to ceil(min steps / steps per epoch) when "
-    f"the preset's are fewer. Default: {DEFAULT_MIN_STEPS} without --epochs, 0 with it. The rule is in the manifest.",
+    f"the preset's are fewer. Default: {DEFAULT_MIN_STEPS} without --epochs, 0 with it. Without --epochs training "
+    f"then goes on until --stop-at-reliability (default {DEFAULT_TARGET}), at most {DEFAULT_CAP}x those epochs. "
+    "The rule is in the manifest.",
 )
 @click.option("--batch-size", type=int, default=None, help="Rows per step.")
 @click.option(
@@ -54,7 +56,11 @@ from kia.inject import DEFAULT_MIN_STEPS, PRECISIONS, PRESETS
 )
 @click.option("--seed", default=0, show_default=True, help="Seed (LoRA init, data order, dropout).")
 @click.option(
-    "--stop-at-reliability", type=float, default=None, help="Stop once reliability on the injected facts reaches this."
+    "--stop-at-reliability",
+    type=float,
+    default=None,
+    help=f"Stop once the curve's reliability on the injected facts reaches this (default without --epochs: "
+    f"{DEFAULT_TARGET}, after the step budget; with --epochs: none).",
 )
 @click.option(
     "--eval-sets",

@@ -8,12 +8,22 @@
 Only `config` and `run` are imported here; the rest bring torch and load when training starts.
 """
 
-from kia.inject.config import DEFAULT_MIN_STEPS, PRESETS, InjectConfig, InjectResult, training_schedule
+from kia.inject.config import (
+    DEFAULT_CAP,
+    DEFAULT_MIN_STEPS,
+    DEFAULT_TARGET,
+    PRESETS,
+    InjectConfig,
+    InjectResult,
+    training_schedule,
+)
 from kia.inject.model import PRECISIONS
 from kia.inject.run import inject
 
 __all__ = [
+    "DEFAULT_CAP",
     "DEFAULT_MIN_STEPS",
+    "DEFAULT_TARGET",
     "PRECISIONS",
     "PRESETS",
     "InjectConfig",

@@ -6,9 +6,10 @@ Presets (flags override them):
 - qlora: rank 16, alpha 32, all linear layers, dropout 0.05, lr 2e-4, 10 epochs, batch 16, loss on
   the answer only.
 
-Unless `--epochs` is given, training also runs at least `min_steps` optimizer steps (see
-`training_schedule`): a preset's 10 epochs are 4 steps an epoch on a 60-row mixture, too few to
-learn it, and hundreds on a large one.
+Unless `--epochs` is given, training runs at least `min_steps` optimizer steps and then on until
+the reliability curve reaches a target, up to a cap (see `training_schedule`): a preset's 10
+epochs are 4 steps an epoch on a 60-row mixture, too few to learn it, and on a 1,000-fact
+mixture they end with the learning rate decayed to zero before the facts are in.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 # after 10 steps, 0.9 after 40. A large mixture already gets hundreds of steps from its epochs
 # (300 + 300 facts: 380 steps, 0.70). 400 leaves room for the audit's ten exemplar sets.
 DEFAULT_MIN_STEPS = 400
+# After that budget, training goes on until the curve's reliability reaches DEFAULT_TARGET, for at
+# most DEFAULT_CAP times the budget's epochs; the learning rate decays linearly over the cap.
+# Measured on the toy world (qlora preset, 300 held-out facts): with the budget alone (linear decay
+# to zero at its end) 300 Unknown + 300 HighlyKnown facts stopped at reliability 0.65-0.70 after 11
+# epochs, 1,000 Unknown facts at 0.53 after 10 with the loss still falling; with the decay spread
+# over 40 epochs the same mixtures reached 0.97 after 10 and 14 epochs.
+DEFAULT_TARGET = 0.95
+DEFAULT_CAP = 4
 # At most this many evaluated epochs on the curve (and epoch checkpoints): a long schedule on a
 # tiny mixture (400 epochs of one step) would otherwise spend more time evaluating than training.
 MAX_CURVE_POINTS = 20
@@ -120,24 +129,38 @@ class InjectConfig:
 def training_schedule(config: InjectConfig, preset_epochs: int, rows: int, batch_size: int) -> dict[str, Any]:
     """How long training runs: epochs, steps, and the rule that chose them (for the manifest).
 
-    epochs = max(E, ceil(S / steps per epoch)), where E is the preset's (or --epochs') epochs, S is
-    `min_steps` and steps per epoch = ceil(rows / batch size). Why a step budget: the preset's
-    fixed epochs give a 60-row mixture 40 steps and a 6,000-row one 3,750, so small mixtures
-    stopped long before their facts were learnt (reliability 0.23 on the toy world) while large
-    ones reached 1.0; S steps give every mixture enough updates, and large ones keep the paper's
-    epochs. `curve_every`: the reliability curve (and the epoch checkpoints) every k epochs, so
-    that at most MAX_CURVE_POINTS epochs are evaluated, and always the last one."""
-    min_steps = (
-        config.min_steps if config.min_steps is not None else (DEFAULT_MIN_STEPS if config.epochs is None else 0)
-    )
+    budget = max(E, ceil(S / steps per epoch)) epochs, where E is the preset's (or --epochs')
+    epochs, S is `min_steps` and steps per epoch = ceil(rows / batch size). Why a step budget: the
+    preset's fixed epochs give a 60-row mixture 40 steps and a 6,000-row one 3,750, so small
+    mixtures stopped long before their facts were learnt (reliability 0.23 on the toy world).
+    Without --epochs, training runs the budget and then until the curve's reliability reaches
+    `stop_at` (--stop-at-reliability, default DEFAULT_TARGET), for at most `epochs` = DEFAULT_CAP x
+    budget: a fixed budget with the learning rate decayed to zero at its end left large mixtures
+    half learnt (see DEFAULT_CAP), and a target stops each mixture when its facts are in. With
+    --epochs, exactly that many (or fewer, once --stop-at-reliability is reached). `curve_every`:
+    the reliability curve (and the epoch checkpoints) every k epochs, so that at most
+    MAX_CURVE_POINTS epochs are evaluated, and always the last one."""
+    explicit = config.epochs is not None
+    min_steps = config.min_steps if config.min_steps is not None else (0 if explicit else DEFAULT_MIN_STEPS)
     per_epoch = max(1, math.ceil(rows / batch_size))
-    epochs = max(preset_epochs, math.ceil(min_steps / per_epoch))
+    budget = max(preset_epochs, math.ceil(min_steps / per_epoch))
+    rule = f"max({preset_epochs}, ceil({min_steps} min steps / {per_epoch} steps per epoch)) = {budget} epochs"
+    if explicit:
+        epochs, stop_at, stop_after = budget, config.stop_at_reliability, 0
+        rule = f"epochs = {rule}" + (f", or fewer once reliability >= {stop_at}" if stop_at is not None else "")
+    else:
+        epochs = budget * DEFAULT_CAP
+        stop_at = config.stop_at_reliability if config.stop_at_reliability is not None else DEFAULT_TARGET
+        stop_after = budget
+        rule = f"at least {rule}, then until reliability >= {stop_at}, at most {epochs} epochs ({DEFAULT_CAP} x)"
     every = max(1, math.ceil(epochs / MAX_CURVE_POINTS))
-    rule = f"epochs = max({preset_epochs}, ceil({min_steps} min steps / {per_epoch} steps per epoch)) = {epochs}"
     return {
         "epochs": epochs,
         "preset_epochs": preset_epochs,
         "min_steps": min_steps,
+        "budget_epochs": budget,
+        "stop_at": stop_at,
+        "stop_after": stop_after,
         "steps_per_epoch": per_epoch,
         "steps": epochs * per_epoch,
         "curve_every": every,

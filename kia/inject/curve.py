@@ -78,6 +78,7 @@ class ReliabilityCallback(TrainerCallback):
         n_sets: int,
         stop_at: float | None,
         progress: Any,
+        stop_after: int = 0,
         epochs: int,
         model_id: str,
         resume: bool = False,
@@ -93,7 +94,8 @@ class ReliabilityCallback(TrainerCallback):
         self.injected, self.known, self.sets = injected, known, sets
         self.log_path = log_path
         self.n_sets = min(n_sets, len(next(iter(sets.sets.values()))))
-        self.stop_at = stop_at
+        # stop once reliability >= stop_at, but not before epoch stop_after (the step budget)
+        self.stop_at, self.stop_after = stop_at, stop_after
         self.progress = progress
         self.epochs = epochs
         # Evaluate (and keep a checkpoint) every `every` epochs and at the last one: a long
@@ -165,5 +167,6 @@ class ReliabilityCallback(TrainerCallback):
             write_jsonl(self.log_path, self.curve)
         if self.progress:
             self.progress(row, self.epochs)
-        if self.stop_at is not None and row["reliability"] is not None and row["reliability"] >= self.stop_at:
+        reached = self.stop_at is not None and row["reliability"] is not None and row["reliability"] >= self.stop_at
+        if reached and epoch >= self.stop_after:
             control.should_training_stop = True

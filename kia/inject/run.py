@@ -166,7 +166,8 @@ def inject(config: InjectConfig, progress: Any = None) -> InjectResult:
             injected = random.Random(config.seed).sample(injected, eval_facts)
         callback = ReliabilityCallback(
             model, tokenizer, injected, known, sets, out / "train_log.jsonl",
-            n_sets=config.eval_sets, stop_at=config.stop_at_reliability, progress=progress if main else None,
+            n_sets=config.eval_sets, stop_at=schedule["stop_at"], stop_after=schedule["stop_after"],
+            progress=progress if main else None,
             epochs=hp["epochs"], model_id=model_id, resume=resume_from is not None, write=main,
             every=schedule["curve_every"],
         )  # fmt: skip
