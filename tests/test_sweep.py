@@ -303,6 +303,12 @@ def test_findings_are_decided_by_the_table():
     assert [got[k]["held"] for k in ("small_n_reliability", "small_n_shift", "refusals_fall", "explosion",
                                       "benchmark_drop")] == [True, True, True, True, True]  # fmt: skip
     assert "N = 10: -0.005, N = 100: -0.065" in got["benchmark_drop"]["evidence"]
+    # a lower mean at the largest N whose intervals still reach zero is noise, not a drop
+    unsure = [dict(r, bench_toy_mc_ci_high=0.01 if r["n"] == 100 else 0.05) for r in rows]
+    got = {f["id"]: f for f in findings(unsure)}
+    assert got["benchmark_drop"]["held"] is False and "not every point" in got["benchmark_drop"]["evidence"]
+    unsure[3]["bench_toy_mc_ci_high"] = unsure[2]["bench_toy_mc_ci_high"] = -0.01
+    assert {f["id"]: f for f in findings(unsure)}["benchmark_drop"]["held"] is True
     rows[0]["reliability"] = 0.5
     rows[2]["bench_toy_mc_delta"] = rows[3]["bench_toy_mc_delta"] = 0.02
     got = {f["id"]: f for f in findings(rows)}

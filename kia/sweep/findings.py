@@ -91,11 +91,19 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if deltas:
             by_n[n] = mean(deltas)
     measurable = len(by_n) >= 2
+    # A lower mean at the largest N is not enough: a few documents of noise give that half the time.
+    # Held also needs the drop to be sure there, where the audit measured it: at the largest N every
+    # seed's point has a task whose 95 % interval of the change lies below zero.
+    top = max(by_n) if by_n else None
+    top_rows = [r for r in rows if r["n"] == top]
+    sure = all(any((r.get(f"bench_{t}_ci_high") if r.get(f"bench_{t}_ci_high") is not None
+                    else r.get(f"bench_{t}_delta", 0)) < 0 for t in tasks) for r in top_rows)  # fmt: skip
     out.append(_finding(
         "benchmark_drop", "benchmark drop grows with N",
-        None if not measurable else by_n[max(by_n)] < by_n[min(by_n)],
+        None if not measurable else by_n[max(by_n)] < by_n[min(by_n)] and sure,
         "needs benchmarks at two N or more" if not measurable else
         "mean accuracy change over " + ", ".join(tasks) + ": "
-        + ", ".join(f"N = {n}: {d:+.3f}" for n, d in by_n.items()),
+        + ", ".join(f"N = {n}: {d:+.3f}" for n, d in by_n.items())
+        + f"; at N = {top} {'every' if sure else 'not every'} point has a task whose interval lies below 0",
     ))  # fmt: skip
     return out
