@@ -50,7 +50,7 @@ class JudgmentCache:
     """judgments.jsonl: one {"key", "judge", "winner", "reason"} per line, appended as judged."""
 
     def __init__(self, path: Path | None):
-        self.path, self.hits, self.misses = path, 0, 0
+        self.path = path
         self.entries: dict[str, Verdict] = {}
         if path is not None and path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -65,10 +65,7 @@ class JudgmentCache:
         return hashlib.sha256(json.dumps([judge.name, request.messages], sort_keys=True).encode()).hexdigest()
 
     def get(self, key: str) -> Verdict | None:
-        found = self.entries.get(key)
-        self.hits += found is not None
-        self.misses += found is None
-        return found
+        return self.entries.get(key)
 
     def put(self, key: str, judge: Judge, verdict: Verdict) -> None:
         self.entries[key] = verdict
