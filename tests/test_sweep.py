@@ -153,6 +153,7 @@ def test_the_command_prints_one_line_errors(probe_dir, tmp_path):
         (["--unknown", "10", "--recipe", "K=one"], "--recipe 'K=one'"),
         (["--unknown", "ten"], "--unknown 'ten'"),
         (["--unknown", "10", "--stop-at-reliability", "1.5"], "--stop-at-reliability must be in (0, 1]"),
+        (["--unknown", "10", "--lr", "-1"], "--lr must be positive"),
     ):
         res = CliRunner().invoke(cli, [*base, *args])
         assert res.exit_code == 2, res.output

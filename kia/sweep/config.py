@@ -146,10 +146,14 @@ class SweepConfig:
             raise ConfigError(f"--recipe: a recipe is given twice ({', '.join(r.label for r in self.recipes)})")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("--seeds: give distinct seeds, e.g. --seeds 0,1")
-        if self.stop_at_reliability is not None and not 0 < self.stop_at_reliability <= 1:
-            raise ConfigError(f"--stop-at-reliability must be in (0, 1], got {self.stop_at_reliability}")
         if self.heldout < 1:
             raise ConfigError(f"--heldout must be at least 1, got {self.heldout}")
+        from kia.inject import InjectConfig
+
+        # Every point trains with these flags: inject's own checks, before any point is built.
+        InjectConfig(build=self.probe, preset=self.preset, quant=self.quant, lr=self.lr, epochs=self.epochs,
+                     min_steps=self.min_steps, stop_at_reliability=self.stop_at_reliability,
+                     batch_size=self.batch_size, rank=self.rank)  # fmt: skip
 
     def points(self) -> list[Point]:
         """The grid, small N first (a sweep cut short still has every recipe's left end)."""
